@@ -1,0 +1,56 @@
+"""The reversible machinery, usable as a library without the CLI.
+
+    from revrnn_cli.engine import RevGRU, RevLSTM, deterministic_settings
+
+Layers (:mod:`.layers`) are built from cells (:mod:`.cells`), whose state updates use fixed-point
+arithmetic (:mod:`.fixed_point`) and an information buffer (:mod:`.buffer`); :mod:`.reversible`
+holds the two backprop modes.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .buffer import InformationBuffer
+from .cells import RevGRUCell, RevLSTMCell
+from .fixed_point import (
+    ALLOWED_FORGET_BITS,
+    FixedPointError,
+    NonFiniteError,
+    ReversalError,
+    StateOverflowError,
+)
+from .layers import BACKPROP_MODES, RevGRU, RevLSTM, RevState, ReversibleRNN
+
+
+def deterministic_settings() -> None:
+    """Settings under which recomputation is bit-identical to the forward pass on every device.
+
+    TF32 would make a CUDA matmul round differently from run to run of the same shapes, and
+    non-deterministic cuBLAS reductions likewise; one unit of difference in a gate corrupts every
+    earlier state (digest §9.3). CPU kernels are deterministic for fixed shapes and thread counts.
+    """
+    import os
+
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+__all__ = [
+    "ALLOWED_FORGET_BITS",
+    "BACKPROP_MODES",
+    "FixedPointError",
+    "InformationBuffer",
+    "NonFiniteError",
+    "RevGRU",
+    "RevGRUCell",
+    "RevLSTM",
+    "RevLSTMCell",
+    "RevState",
+    "ReversalError",
+    "ReversibleRNN",
+    "StateOverflowError",
+    "deterministic_settings",
+]

@@ -1,0 +1,233 @@
+"""The information buffer: exact multiplication by quantised forget gates (paper Algorithm 1, §3.4).
+
+Multiplying a fixed-point state by a gate Z/1024 < 1 destroys log2(1024/Z) bits. To undo it later
+we keep exactly those bits. Per unit, the multiplication is (Maclaurin et al. 2015; digest §3.4)
+
+    push the 10 low bits of h        B <- 1024 B + (h mod 1024);   h <- floor(h / 1024)
+    pop a base-Z digit into h        h <- Z h + (B mod Z);         B <- floor(B / Z)
+
+and the division runs it backwards. B is conceptually an unbounded integer per unit. The reference
+implementation keeps it as int64 words whose overflow is synchronised across the whole tensor and
+charges whole 64-bit words; it stores 1.37-1.49x the information-theoretic minimum.
+
+Here B is stored the way an rANS entropy coder stores its state (Duda 2013): a small per-unit *head*
+kept in [L, 2^8 L) with L = 2^10, and a byte stack shared by all units. Before a multiplication a
+unit whose head would leave that interval emits its low byte to the stack; during division a unit
+whose head dropped below L pulls its byte back. Whether a unit emits is decided from the head and Z
+alone, and the division can recognise it from the head alone (it is below L exactly when a byte was
+emitted), so no flags are stored and emission is per unit, never synchronised. Every stored byte
+is full, so the stack holds the forgotten bits to within rounding, and all arithmetic fits int32:
+X = 1024 B + r < 2^28.
+
+After the forward pass :meth:`InformationBuffer.seal` packs each head into 18 bits (it lies in
+[2^10, 2^18)), so what stays in memory between forward and backward is the byte stack plus 18 bits
+per unit: ``used_bits``. The division must see the heads again, so :meth:`unseal` restores them.
+
+The byte stack is LIFO across all multiplications of a buffer, which is why several states (h1, h2,
+c1, c2 of a layer, and layers of equal width) can share one buffer as long as their divisions run in
+exactly the reverse order of their multiplications (digest §3.5).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .fixed_point import FORGET_FRAC_BITS, FORGET_ONE, STATE_DTYPE, ReversalError, max_growth_bits
+
+WORD_BITS = 8
+HEAD_FLOOR = FORGET_ONE  # L: heads live in [L, L << WORD_BITS); L must be a multiple of 1024
+HEAD_BITS = FORGET_FRAC_BITS + WORD_BITS  # a sealed head: 18 bits
+
+# 0-dim operands wrapped once (a Python int is re-wrapped into a tensor on every op, ~1 µs each)
+_I32 = dict(dtype=STATE_DTYPE)
+_SHIFT_W = torch.tensor(WORD_BITS, **_I32)
+_SHIFT_F = torch.tensor(FORGET_FRAC_BITS, **_I32)
+_LOW_F = torch.tensor(FORGET_ONE - 1, **_I32)
+_FLOOR = torch.tensor(HEAD_FLOOR, **_I32)
+
+
+class InformationBuffer:
+    """Exact per-unit bit store for the states of one or more layers of equal width.
+
+    ``shape`` is the shape of one state block, [batch, width]. ``max_forget_bits`` bounds the bits
+    a single multiplication can add (k, or 10 without a limit), which fixes how many bytes a unit may
+    have to emit at once.
+    """
+
+    def __init__(self, shape, device=None, max_forget_bits: int | None = 3, capacity_bytes: int = 1 << 16,
+                 track_optimal: bool = True):
+        self.shape = tuple(shape)
+        self.numel = math.prod(self.shape)
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self.rounds = max(1, math.ceil(max_growth_bits(max_forget_bits) / WORD_BITS))
+        self.head: torch.Tensor | None = torch.full(self.shape, HEAD_FLOOR, dtype=STATE_DTYPE, device=self.device)
+        self._arena = torch.empty(max(capacity_bytes, 1), dtype=torch.uint8, device=self.device)
+        self._pos = 0
+        self._sealed: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.multiplications = 0
+        self._zprod = torch.ones(self.shape, dtype=torch.float64, device=self.device) if track_optimal else None
+        self._optimal_bits = torch.zeros((), dtype=torch.float64, device=self.device)
+        self._since_fold = 0
+
+    # ---- the byte stack -------------------------------------------------------------------------
+    def _push(self, values: torch.Tensor) -> None:
+        n = values.numel()
+        if n == 0:
+            return
+        end = self._pos + n
+        if end > self._arena.numel():
+            grown = torch.empty(max(end, 2 * self._arena.numel()), dtype=torch.uint8, device=self.device)
+            grown[: self._pos] = self._arena[: self._pos]
+            self._arena = grown
+        self._arena[self._pos : end] = values  # int32 -> uint8 keeps the low byte
+        self._pos = end
+
+    def _pop(self, n: int) -> torch.Tensor:
+        if n > self._pos:
+            raise ReversalError(f"information buffer underflow: {n} bytes requested, {self._pos} stored")
+        self._pos -= n
+        return self._arena[self._pos : self._pos + n]
+
+    # ---- exact multiply / divide ----------------------------------------------------------------
+    def mul(self, h: torch.Tensor, Z: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
+        """Return h * Z / 1024 exactly invertibly, storing the lost bits (floor semantics, any sign).
+
+        ``z`` (the unquantised gate) is only used to account the optimal bits, -log2 z.
+        """
+        head = self.head
+        bmax = Z << _SHIFT_W  # B_max(Z) = 2^(w-10) L Z = 256 Z: below it the result stays under 2^8 L
+        if self.rounds == 1:
+            emit = head >= bmax
+            self._push(torch.masked_select(head, emit))
+            head = torch.where(emit, head >> _SHIFT_W, head)
+        else:
+            head = self._emit_multi(head, bmax)
+        X = torch.add(h & _LOW_F, head, alpha=FORGET_ONE)  # 1024 B + (h mod 1024), < 2^28
+        q = torch.div(X, Z, rounding_mode="trunc")  # X >= 0, so trunc is floor
+        self.head = q
+        self.multiplications += 1
+        if z is not None and self._zprod is not None:
+            self._track(z)
+        return torch.addcmul(X, (h >> _SHIFT_F) - q, Z)  # (h >> 10) Z + (X mod Z)
+
+    def _track(self, z: torch.Tensor) -> None:
+        """Accumulate prod z in float64 and fold -log2 of it every 32 multiplications (<= 320 bits,
+        far from float64's underflow): one op per multiplication instead of a log and a sum."""
+        self._zprod.mul_(z)
+        self._since_fold += 1
+        if self._since_fold == 32:
+            self._fold()
+
+    def _fold(self) -> None:
+        if self._since_fold:
+            self._optimal_bits -= torch.log2(self._zprod).sum()
+            self._zprod.fill_(1.0)
+            self._since_fold = 0
+
+    @property
+    def optimal_bits(self) -> float:
+        """Σ -log2 z over every multiplication so far (the information-theoretic minimum, digest §4)."""
+        if self._zprod is None:
+            return float("nan")
+        self._fold()
+        return float(self._optimal_bits)
+
+    def _emit_multi(self, head: torch.Tensor, bmax: torch.Tensor) -> torch.Tensor:
+        """Emit up to ``rounds`` bytes per unit (only without a forgetting limit, when Z < 4).
+
+        The division pulls the most recently emitted byte first for every unit that emitted at all,
+        then the one before for units that emitted twice; so the bytes are written grouped that way:
+        group j holds, for each unit with at least j emissions, its j-th most recent byte.
+        """
+        count = torch.zeros_like(head)
+        rest = head
+        for _ in range(self.rounds):
+            e = rest >= bmax
+            rest = torch.where(e, rest >> WORD_BITS, rest)
+            count += e.to(count.dtype)
+        for j in range(self.rounds, 0, -1):
+            sel = count >= j
+            shift = (count - j).clamp_(min=0) * WORD_BITS
+            self._push(torch.masked_select(head >> shift, sel))
+        return rest
+
+    def div(self, h: torch.Tensor, Z: torch.Tensor) -> torch.Tensor:
+        """Inverse of :meth:`mul`: given h * Z / 1024 (as produced), return h and restore the bits."""
+        qh = torch.div(h, Z, rounding_mode="floor")
+        X = torch.addcmul(h, qh, Z, value=-1).addcmul_(self.head, Z)  # Z B + (h mod Z)
+        head = X >> _SHIFT_F
+        for _ in range(self.rounds):
+            need = head < _FLOOR
+            n = int(torch.count_nonzero(need))
+            if n == 0:
+                break
+            low = self._pop(n)
+            head = head.masked_scatter(need, torch.masked_select(head, need).mul_(1 << WORD_BITS).add_(low))
+        self.head = head
+        self.multiplications -= 1
+        return torch.add(X & _LOW_F, qh, alpha=FORGET_ONE)
+
+    # ---- sealing the heads between forward and backward -----------------------------------------
+    def seal(self) -> None:
+        """Pack the heads (values in [2^10, 2^18)) into 18 bits per unit and drop the int32 tensor."""
+        if self._sealed is not None:
+            return
+        head = self.head.reshape(-1)
+        low16 = torch.stack(((head & 0xFF), (head >> 8) & 0xFF)).to(torch.uint8)
+        top = (head >> 16).to(torch.uint8)
+        pad = (-top.numel()) % 4
+        if pad:
+            top = torch.cat((top, top.new_zeros(pad)))
+        top = top.view(-1, 4)
+        packed = top[:, 0] | (top[:, 1] << 2) | (top[:, 2] << 4) | (top[:, 3] << 6)
+        self._sealed = (low16, packed)
+        self.head = None
+
+    def unseal(self) -> None:
+        if self._sealed is None:
+            return
+        low16, packed = self._sealed
+        top = torch.stack([(packed >> s) & 3 for s in (0, 2, 4, 6)], dim=1).reshape(-1)[: self.numel]
+        head = low16[0].to(STATE_DTYPE) | (low16[1].to(STATE_DTYPE) << 8) | (top.to(STATE_DTYPE) << 16)
+        self.head = head.view(self.shape)
+        self._sealed = None
+
+    # ---- accounting and checks --------------------------------------------------------------------
+    @property
+    def stored_bytes(self) -> int:
+        """Bytes on the stack (the forgotten bits, in whole bytes)."""
+        return self._pos
+
+    @property
+    def used_bits(self) -> int:
+        """What the buffer keeps between forward and backward: the byte stack plus 18 bits per head."""
+        return 8 * self._pos + HEAD_BITS * self.numel
+
+    @property
+    def allocated_bytes(self) -> int:
+        """Bytes actually allocated (stack capacity, and the heads as int32 unless sealed)."""
+        heads = 4 * self.numel if self._sealed is None else sum(t.numel() for t in self._sealed)
+        return self._arena.numel() + heads
+
+    def trim(self) -> None:
+        """Release unused stack capacity (after a forward pass whose length was not known upfront)."""
+        if self._arena.numel() > self._pos:
+            self._arena = self._arena[: max(self._pos, 1)].clone()
+
+    def is_empty(self) -> bool:
+        """True when every bit has been given back: nothing stacked and every head at its floor."""
+        if self._sealed is not None:
+            self.unseal()
+        return self._pos == 0 and bool((self.head == HEAD_FLOOR).all())
+
+    def check_empty(self, where: str = "reversal") -> None:
+        if not self.is_empty():
+            raise ReversalError(
+                f"{where}: the information buffer is not empty after reversal "
+                f"({self._pos} bytes left on the stack); the reverse pass did not retrace the forward pass exactly"
+            )
+
+
+__all__ = ["HEAD_BITS", "HEAD_FLOOR", "InformationBuffer", "WORD_BITS"]

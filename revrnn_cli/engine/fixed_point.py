@@ -1,0 +1,177 @@
+"""Fixed-point numbers for exactly reversible recurrences (paper §3.1–§3.3, digest §3).
+
+A reversible RNN can only undo its own updates if every update is exact. Floating point is not:
+``(h * z) / z != h`` in general, and the error compounds backwards in time. So the *states*
+(h, and c for the LSTM) live as integers with ``HIDDEN_FRAC_BITS`` fractional bits, while the gate
+arithmetic (matmuls, sigmoid, tanh) stays in float32. Only the state update is integer:
+
+    h_new = Mul(h, Z) + U        Z = round(1024 * z)        U = round(2**23 * update)
+
+``Mul`` is the exact multiplication by Z/1024 of :mod:`revrnn_cli.engine.buffer`; ``U`` is recomputed
+bit-identically during reversal, so subtracting it is exact.
+
+This module holds the representation (conversions, gate quantisation, "max forgetting" squash) and
+the guards that make misuse loud instead of silent: a state leaving the int32 range raises
+:class:`StateOverflowError`, a non-finite input raises :class:`NonFiniteError`.
+"""
+
+from __future__ import annotations
+
+import torch
+
+HIDDEN_FRAC_BITS = 23
+"""Fractional bits of the fixed-point states (digest §3.1): resolution 2^-23, range about ±256."""
+
+FORGET_FRAC_BITS = 10
+"""Forget gates are multiples of 2^-10 (digest §3.2)."""
+
+FORGET_ONE = 1 << FORGET_FRAC_BITS
+HIDDEN_SCALE = float(1 << HIDDEN_FRAC_BITS)
+HIDDEN_UNIT = 1.0 / HIDDEN_SCALE
+STATE_DTYPE = torch.int32
+
+INT32_MAX = (1 << 31) - 1
+# Largest growth of |state| in one update, in integer units: |Mul(h, Z)| <= |h| + 1024 and
+# |U| <= 2^23 (every additive term is a product of values in [-1, 1]).
+MAX_STEP_GROWTH = (1 << HIDDEN_FRAC_BITS) + FORGET_ONE + 1
+
+# 0-dim constants: a Python number in a tensor op is wrapped into a tensor on every call, which
+# costs about 1 µs per op at the per-step tensor sizes; these are wrapped once. (A 0-dim CPU tensor
+# acts as a scalar for CUDA operands too.)
+_UNIT_T = torch.tensor(HIDDEN_UNIT, dtype=torch.float32)
+_SCALE_T = torch.tensor(HIDDEN_SCALE, dtype=torch.float32)
+_ONE_T = torch.tensor(float(FORGET_ONE), dtype=torch.float32)
+
+ALLOWED_FORGET_BITS = (1, 2, 3, 5, None)
+"""The "max forgetting" settings of the paper (digest §3.3); None means no limit."""
+
+
+class FixedPointError(ArithmeticError):
+    """Base class of the engine's arithmetic errors."""
+
+
+class StateOverflowError(FixedPointError):
+    """A fixed-point state left the representable range (LSTM cells can grow by up to 1 per step)."""
+
+
+class NonFiniteError(FixedPointError):
+    """A NaN or infinity reached the fixed-point conversion, where it would become a garbage integer."""
+
+
+class ReversalError(FixedPointError):
+    """Reversal did not return the information buffer to its empty state."""
+
+
+def forget_squash(max_forget_bits: int | None) -> float:
+    """The paper's ``max_forget`` m = 1 - 2^-k: z = m*sigmoid(a) + (1 - m) lies in (2^-k, 1).
+
+    Then at most k bits per unit per step are forgotten (digest §3.3). ``None`` is "no limit" (m = 1).
+    ``0`` is the no-forgetting limit (m = 0, z = 1): used by the NF variants.
+    """
+    if max_forget_bits is None:
+        return 1.0
+    if not isinstance(max_forget_bits, int) or max_forget_bits < 0 or max_forget_bits > FORGET_FRAC_BITS:
+        raise ValueError(f"max_forget_bits must be an integer in 0..{FORGET_FRAC_BITS} or None, got {max_forget_bits!r}")
+    return 1.0 - 2.0 ** (-max_forget_bits)
+
+
+def max_growth_bits(max_forget_bits: int | None) -> int:
+    """Upper bound on the bits one multiplication adds to a unit's buffer: log2(1024 / Z_min)."""
+    return FORGET_FRAC_BITS if max_forget_bits is None else max_forget_bits
+
+
+def to_fixed(x: torch.Tensor) -> torch.Tensor:
+    """Float to fixed point: round(x * 2^23) as int32 (round half to even, like the reference)."""
+    return torch.round(x * HIDDEN_SCALE).to(STATE_DTYPE)
+
+
+def to_float(h: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Fixed point to float: h * 2^-23 (exact in float64, correctly rounded in float32)."""
+    if dtype == torch.float32:
+        return h * _UNIT_T  # one op: int32 * float32 scalar promotes to float32, exactly
+    return h.to(dtype) * HIDDEN_UNIT
+
+
+def quantize_gate(z: torch.Tensor, allow_zero_guard: bool) -> torch.Tensor:
+    """Z = round(1024 z) as int32 (digest §3.2).
+
+    With a forgetting limit, z > 2^-k keeps Z >= 2^(10-k) >= 1 automatically. Without one
+    (``allow_zero_guard``), Z may round to 0, which would destroy the state: it is replaced by 1,
+    as the reference's ``EnsureNotForgetAll`` does, but only in that case (digest §9.4). The
+    effective cap without a limit is therefore 10 bits per step.
+    """
+    Z = torch.round(z * _ONE_T).to(STATE_DTYPE)
+    if allow_zero_guard:
+        Z.clamp_(min=1)
+    return Z
+
+
+def quantize_update(u: torch.Tensor) -> torch.Tensor:
+    """U = round(2^23 u) as int32: the additive part of an update, recomputed exactly in reverse."""
+    return torch.round(u * _SCALE_T).to(STATE_DTYPE)
+
+
+def state_limit(check_every: int) -> int:
+    """Largest |state| allowed at a check so that ``check_every`` more updates cannot wrap int32."""
+    return INT32_MAX - check_every * MAX_STEP_GROWTH
+
+
+def check_state_range(state: torch.Tensor, check_every: int, where: str) -> None:
+    """Raise :class:`StateOverflowError` if any state is too close to the int32 limit.
+
+    Checking every ``check_every`` steps against a margin of ``check_every`` maximal updates is as
+    safe as checking every step (no update can wrap between two checks) and costs nothing on the
+    hot path. Two comparisons rather than ``abs``: abs(INT32_MIN) is negative.
+    """
+    limit = state_limit(check_every)
+    bad = (state > limit) | (state < -limit)
+    if bool(bad.any()):
+        worst = to_float(state[bad].to(torch.int64).abs().max().unsqueeze(0), torch.float64).item()
+        raise StateOverflowError(
+            f"{where}: a fixed-point state reached |{worst:.1f}|, beyond the safe range "
+            f"±{limit * HIDDEN_UNIT:.1f} of int32 with {HIDDEN_FRAC_BITS} fractional bits "
+            "(a RevLSTM cell grows by up to 1 per step when its gates saturate; shorter segments, "
+            "a forgetting limit or smaller inputs keep it in range)"
+        )
+
+
+def check_finite(tensors, where: str) -> None:
+    """Raise :class:`NonFiniteError` when any tensor holds NaN or inf (one fused reduction each)."""
+    for name, t in tensors:
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise NonFiniteError(f"{where}: {name} contains NaN or infinity; the fixed-point state cannot represent it")
+
+
+def bits_forgotten(z: torch.Tensor) -> torch.Tensor:
+    """-log2 z summed over all elements: the information-theoretic cost of a forget gate (digest §4)."""
+    return -torch.log2(z.to(torch.float64)).sum()
+
+
+def log2_ratio_bits(Z: torch.Tensor) -> torch.Tensor:
+    """Σ log2(1024 / Z): what exact multiplication by the *quantised* gates must store."""
+    return (FORGET_FRAC_BITS - torch.log2(Z.to(torch.float64))).sum()
+
+
+__all__ = [
+    "ALLOWED_FORGET_BITS",
+    "FORGET_FRAC_BITS",
+    "FORGET_ONE",
+    "FixedPointError",
+    "HIDDEN_FRAC_BITS",
+    "HIDDEN_SCALE",
+    "HIDDEN_UNIT",
+    "NonFiniteError",
+    "ReversalError",
+    "STATE_DTYPE",
+    "StateOverflowError",
+    "bits_forgotten",
+    "check_finite",
+    "check_state_range",
+    "forget_squash",
+    "log2_ratio_bits",
+    "max_growth_bits",
+    "quantize_gate",
+    "quantize_update",
+    "to_fixed",
+    "to_float",
+]

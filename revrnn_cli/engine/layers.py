@@ -1,0 +1,194 @@
+"""Drop-in `nn.Module` layers: stacked RevGRU / RevLSTM (and their no-forgetting variants).
+
+    from revrnn_cli.engine import RevLSTM
+    rnn = RevLSTM(input_size=128, hidden_size=256, num_layers=2, max_forget_bits=3)
+    y, state = rnn(x)              # x: [T, B, 128] float -> y: [T, B, 256]
+    y.pow(2).mean().backward()     # reverse mode: hidden states recomputed exactly, not stored
+    rnn.last_stats                 # {'normal_bits', 'used_bits', 'optimal_bits', 'steps'}
+
+``backprop="reverse"`` (default) trains without storing hidden states; ``"store"`` runs ordinary
+autograd through the same fixed-point cells (same loss, same gradients up to float rounding).
+Without autograd (``torch.no_grad()`` or eval) both run the same exact forward.
+
+What the reverse mode keeps for backward: the final int32 state, the sealed information buffers,
+the per-sequence dropout masks, and a reference to the input ``x`` (recomputation needs it; a model
+that can rebuild its inputs, such as a language model from token ids, can drive
+:mod:`~revrnn_cli.engine.reversible` directly and keep nothing per step at all). The output ``y`` is
+returned to the caller and is not kept by the layer.
+
+On CUDA, recomputation must be bit-identical to the forward pass: call
+:func:`revrnn_cli.engine.deterministic_settings` once (TF32 off, deterministic cuBLAS), and do not
+run the layer under autocast.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .cells import CELLS
+from .fixed_point import ALLOWED_FORGET_BITS, to_float
+from .reversible import Plan, ReverseSequence, SequenceRun, bit_stats, effective_weights, forward_steps, make_buffers, store_steps
+
+BACKPROP_MODES = ("reverse", "store")
+
+
+@dataclass
+class RevState:
+    """The exact recurrent state of a stack: per layer an int32 tensor [B, blocks * hidden/2].
+
+    ``floats`` are float views of the same values that carry gradients between calls (for example
+    from an encoder's final state into a decoder); None when no gradient is needed.
+    """
+
+    ints: list[torch.Tensor]
+    floats: list[torch.Tensor] | None = None
+
+    def detach(self) -> "RevState":
+        """Cut the gradient history (truncated BPTT), keeping the exact values."""
+        return RevState([h.detach() for h in self.ints], None)
+
+
+class ReversibleRNN(nn.Module):
+    """A stack of reversible recurrent layers.
+
+    Args:
+        cell: ``"revgru"`` or ``"revlstm"``.
+        input_size, hidden_size, num_layers: as in ``nn.LSTM``.
+        top_size: width of the last layer if different from ``hidden_size`` (AWD-LSTM style).
+        max_forget_bits: 1, 2, 3, 5 or None (no limit): at most this many bits forgotten per unit
+            per step (digest §3.3).
+        forget: False builds the no-forgetting variant (NF-RevGRU / NF-RevLSTM), which needs no buffer.
+        dropout: locked (variational) dropout on the input of every layer but the first.
+        weight_drop: DropConnect on the recurrent rows of every weight matrix.
+        backprop: ``"reverse"`` or ``"store"``.
+        chunk: steps whose input projections (and weight gradients) are batched into one matmul;
+            the reverse pass holds one chunk of activations at a time.
+    """
+
+    def __init__(self, cell: str, input_size: int, hidden_size: int, num_layers: int = 1, *,
+                 top_size: int | None = None, max_forget_bits: int | None = 3, forget: bool = True,
+                 dropout: float = 0.0, weight_drop: float = 0.0, backprop: str = "reverse",
+                 chunk: int = 16):
+        super().__init__()
+        if cell not in CELLS:
+            raise ValueError(f"cell must be one of {sorted(CELLS)}, got {cell!r}")
+        if forget and max_forget_bits not in ALLOWED_FORGET_BITS:
+            raise ValueError(f"max_forget_bits must be one of {ALLOWED_FORGET_BITS}, got {max_forget_bits!r}")
+        if num_layers < 1:
+            raise ValueError(f"num_layers must be at least 1, got {num_layers}")
+        for name, p in (("dropout", dropout), ("weight_drop", weight_drop)):
+            if not 0.0 <= p < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {p}")
+        self.cell_type, self.input_size, self.hidden_size = cell, input_size, hidden_size
+        self.num_layers, self.max_forget_bits, self.forget = num_layers, max_forget_bits, forget
+        self.top_size = top_size or hidden_size
+        self.dropout, self.weight_drop, self.chunk = dropout, weight_drop, chunk
+        self.backprop = backprop
+        sizes = [hidden_size] * (num_layers - 1) + [self.top_size]
+        ins = [input_size] + sizes[:-1]
+        self.cells = nn.ModuleList(CELLS[cell](i, h, max_forget_bits, forget) for i, h in zip(ins, sizes))
+        self.last_stats: dict = {}
+
+    @property
+    def backprop(self) -> str:
+        return self._backprop
+
+    @backprop.setter
+    def backprop(self, mode: str) -> None:
+        if mode not in BACKPROP_MODES:
+            raise ValueError(f"backprop must be one of {BACKPROP_MODES}, got {mode!r}")
+        self._backprop = mode
+
+    def extra_repr(self) -> str:
+        bits = self.max_forget_bits if self.forget else "no forgetting"
+        return f"{self.cell_type}, layers={self.num_layers}, max_forget_bits={bits}, backprop={self.backprop}"
+
+    # ---- state ----------------------------------------------------------------------------------
+    def initial_state(self, batch: int, device=None) -> RevState:
+        return RevState([torch.cat(c.init_state(batch, device), 1) for c in self.cells])
+
+    def _blocks(self, state: RevState) -> list[list[torch.Tensor]]:
+        return [list(h.split(c.half, 1)) for h, c in zip(state.ints, self.cells)]
+
+    # ---- per-sequence randomness, drawn once so that every pass sees the same values (§9.13) ----
+    def sample_masks(self, batch: int, device, dtype=torch.float32) -> tuple[list, list | None]:
+        masks = [None] * len(self.cells)
+        if self.training and self.dropout > 0:
+            keep = 1.0 - self.dropout
+            for l in range(1, len(self.cells)):
+                n = self.cells[l].input_size
+                masks[l] = torch.empty(batch, n, device=device, dtype=dtype).bernoulli_(keep).div_(keep)
+        wmasks = None
+        if self.training and self.weight_drop > 0:
+            keep = 1.0 - self.weight_drop
+            wmasks = []
+            for cell in self.cells:  # [wx, bx, *recurrent]: only the recurrent matrices are dropped
+                for i, w in enumerate(cell.weights()):
+                    wmasks.append(torch.empty_like(w).bernoulli_(keep).div_(keep) if i >= 2 else None)
+        return masks, wmasks
+
+    # ---- forward --------------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor, state: RevState | None = None) -> tuple[torch.Tensor, RevState]:
+        if x.dim() != 3 or x.shape[2] != self.input_size:
+            raise ValueError(f"expected input [T, B, {self.input_size}], got {list(x.shape)}")
+        T, B = x.shape[0], x.shape[1]
+        if state is None:
+            state = self.initial_state(B, x.device)
+        masks, wmasks = self.sample_masks(B, x.device, x.dtype)
+        flat = [w for c in self.cells for w in c.weights()]
+        h0 = self._blocks(state)
+        grad = torch.is_grad_enabled() and (x.requires_grad or any(w.requires_grad for w in flat)
+                                            or any(f.requires_grad for f in state.floats or []))
+        if grad and self.backprop == "reverse":
+            return self._forward_reverse(x, state, h0, masks, wmasks, flat)
+        return self._forward_direct(x, state, h0, masks, wmasks, flat, grad)
+
+    def _forward_reverse(self, x, state, h0, masks, wmasks, flat):
+        run = SequenceRun(list(self.cells), masks, h0, wmasks, self.chunk, name=self._name())
+        floats = state.floats or [to_float(h) for h in state.ints]
+        y, *hT_f = ReverseSequence.apply(run, x, *floats, *flat)
+        self.last_stats = dict(run.stats)
+        ints = [torch.cat(blocks, 1) for blocks in run.hT]
+        return y, RevState(ints, hT_f)
+
+    def _forward_direct(self, x, state, h0, masks, wmasks, flat, grad):
+        """Store mode with autograd, or a plain exact forward without it."""
+        weights = effective_weights(self.cells, flat, wmasks)
+        plan = Plan(list(self.cells), weights, masks, make_buffers(self.cells, x.shape[1], x.device),
+                    self.chunk, self._name())
+        outs = []
+        x_chunk = lambda a, b: x[a:b]  # noqa: E731
+        ints = [list(b) for b in h0]
+        if grad:
+            floats = state.floats or [to_float(h) for h in state.ints]
+            state_f = [list(f.split(c.half, 1)) for f, c in zip(floats, self.cells)]
+            ints, state_f = store_steps(plan, ints, state_f, x.shape[0], x_chunk, lambda a, b, Y: outs.append(Y))
+            hT_f = [torch.cat(f, 1) for f in state_f]
+        else:
+            forward_steps(plan, ints, x.shape[0], x_chunk, on_output=lambda a, b, Y: outs.append(Y))
+            hT_f = None
+        self.last_stats = bit_stats(plan, self.cells, x.shape[0], x.shape[1])
+        return torch.cat(outs), RevState([torch.cat(b, 1) for b in ints], hT_f)
+
+    def _name(self) -> str:
+        return f"{self.cell_type} stack"
+
+
+class RevGRU(ReversibleRNN):
+    """Stacked reversible GRU (digest §1.1). ``RevGRU(..., forget=False)`` is the NF-RevGRU."""
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, **kw):
+        super().__init__("revgru", input_size, hidden_size, num_layers, **kw)
+
+
+class RevLSTM(ReversibleRNN):
+    """Stacked reversible LSTM (digest §1.2). ``RevLSTM(..., forget=False)`` is the NF-RevLSTM."""
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, **kw):
+        super().__init__("revlstm", input_size, hidden_size, num_layers, **kw)
+
+
+__all__ = ["BACKPROP_MODES", "RevGRU", "RevLSTM", "RevState", "ReversibleRNN"]

@@ -1,0 +1,330 @@
+"""Backpropagation through a stack of reversible layers: `reverse` and `store` modes (paper §3.7).
+
+``reverse``: the forward pass keeps only the final integer state, the information buffers (sealed)
+and what is O(batch x hidden) per sequence (dropout masks). The backward pass walks time backwards
+and *undoes* every step exactly (popping the buffers); from the gate activations that the inverse
+has just recomputed it applies each step's local backward (:meth:`RevLSTMCell.backward`). States
+are recovered bit-for-bit, so the gradients are those of ordinary backprop through the same
+fixed-point cells, not of an approximate recomputation (the reference recomputes each step without
+the buffer's low bits and loses up to 0.1 degree of gradient direction).
+
+``store``: ordinary autograd through the same cells; the buffers still run, so both modes follow
+the identical integer trajectory and give the same loss.
+
+Time is processed in chunks of ``chunk`` steps, layer by layer within a chunk: the input part of
+every gate is one matmul per chunk and layer (:meth:`project`), only the recurrent part runs per
+step, and the weight gradients are one matmul per chunk. The chunks are the same in every pass,
+which is what keeps the recomputed gates bit-identical (digest §9.3). The backward pass holds one
+chunk's activations at a time: O(chunk x batch x hidden), independent of the sequence length.
+Each layer has its own buffer, whose pushes and pops are LIFO over that layer's steps.
+
+The weights enter the autograd Function as ordinary inputs and leave it as ordinary gradients, so
+hooks (DistributedDataParallel's included) see them like any other gradient.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from .buffer import InformationBuffer
+from .fixed_point import ReversalError, check_finite, check_state_range, to_float
+
+Tensor = torch.Tensor
+XChunk = Callable[[int, int], Tensor]
+
+
+@dataclass
+class Plan:
+    """One sequence's worth of everything the loops need, fixed before the forward pass.
+
+    ``weights[l]`` is layer l's [wx, bx, *recurrent] as used in every pass (after DropConnect);
+    ``masks[l]`` the locked-dropout mask (already scaled) on layer l's input, or None.
+    """
+
+    cells: list
+    weights: list[list[Tensor]]
+    masks: list[Tensor | None]
+    buffers: list[InformationBuffer | None]
+    chunk: int = 16
+    name: str = "reversible stack"
+
+    def chunks(self, steps: int) -> list[tuple[int, int]]:
+        return [(a, min(a + self.chunk, steps)) for a in range(0, steps, self.chunk)]
+
+    def next_input(self, l: int, Y: Tensor) -> Tensor:
+        """Layer l's outputs as layer l+1's inputs (locked dropout, same mask at every step)."""
+        m = self.masks[l + 1]
+        return Y if m is None else Y * m
+
+    def seal(self) -> None:
+        for b in self.buffers:
+            if b is not None:
+                b.seal()
+
+    def unseal(self) -> None:
+        for b in self.buffers:
+            if b is not None:
+                b.unseal()
+
+
+def make_buffers(cells, batch: int, device, capacity_hint: int = 1 << 16,
+                 track_optimal: bool = True) -> list[InformationBuffer | None]:
+    """One buffer per layer that forgets (h1, h2, c1, c2 of the layer share it, digest §3.5)."""
+    return [InformationBuffer((batch, c.half), device, c.max_forget_bits, capacity_hint, track_optimal)
+            if c.forget else None for c in cells]
+
+
+def effective_weights(cells, flat, weight_masks=None) -> list[list[Tensor]]:
+    """Split the flat weight list per layer, applying DropConnect masks where given (AWD-LSTM)."""
+    if weight_masks:
+        flat = [w if m is None else w * m for w, m in zip(flat, weight_masks)]
+    out, i = [], 0
+    for cell in cells:
+        n = len(cell.weights())
+        out.append(list(flat[i : i + n]))
+        i += n
+    return out
+
+
+def forward_steps(plan: Plan, state: list, steps: int, x_chunk: XChunk,
+                  on_output: Callable[[int, int, Tensor], None] | None = None,
+                  on_state: Callable[[int, int, list], None] | None = None) -> list:
+    """Run ``steps`` steps without autograd; ``state`` is a list (per layer) of int32 blocks.
+
+    ``x_chunk(a, b)`` gives layer 0's inputs for steps [a, b); ``on_output(a, b, Y)`` receives the
+    top layer's outputs; ``on_state(l, t, blocks)`` sees layer l's state after step t.
+    """
+    top = len(plan.cells) - 1
+    for a, b in plan.chunks(steps):
+        X = x_chunk(a, b)
+        for l, cell in enumerate(plan.cells):
+            wx, bx, *Wh = plan.weights[l]
+            XP = cell.project(X, wx, bx)
+            Y = X.new_empty(b - a, X.shape[1], cell.hidden_size) if (l < top or on_output) else None
+            for t in range(a, b):
+                state[l] = cell.step(XP[t - a], state[l], Wh, plan.buffers[l])
+                if Y is not None:
+                    Y[t - a] = cell.output(state[l])
+                if on_state is not None:
+                    on_state(l, t, state[l])
+            for blk in state[l]:
+                check_state_range(blk, plan.chunk, f"{plan.name}, layer {l}, step {b - 1}")
+            if l < top:
+                X = plan.next_input(l, Y)
+        if on_output is not None:
+            on_output(a, b, Y)
+    return state
+
+
+def reverse_steps(plan: Plan, state: list, steps: int, x_chunk: XChunk,
+                  dstate: list | None = None, dy_chunk: Callable[[int, int, Tensor], Tensor | None] | None = None,
+                  dx_chunk: Callable[[int, int, Tensor], None] | None = None, dW: list | None = None,
+                  on_state: Callable[[int, int, list], None] | None = None) -> list:
+    """Undo ``steps`` steps, newest first; with ``dstate`` also backpropagate through them.
+
+    ``dstate[l]`` holds the gradient w.r.t. the float value of each of layer l's state blocks at
+    the current time. ``dy_chunk(a, b, Y)`` returns the gradient w.r.t. the top layer's outputs Y
+    over steps [a, b) (it may compute a loss from Y); ``dx_chunk(a, b, dX)`` receives the gradient
+    w.r.t. layer 0's inputs; weight gradients accumulate into ``dW`` (nested like
+    ``plan.weights``). ``on_state(l, t, blocks)`` sees layer l's recovered state *before* step t.
+    """
+    cells = plan.cells
+    top = len(cells) - 1
+    grads = dstate is not None
+    for a, b in reversed(plan.chunks(steps)):
+        X = x_chunk(a, b)
+        inputs, saved = [], []
+        for l, cell in enumerate(cells):  # reconstruct the chunk bottom-up
+            wx, bx, *Wh = plan.weights[l]
+            XP = cell.project(X, wx, bx)
+            Y = X.new_empty(b - a, X.shape[1], cell.hidden_size) if (l < top or grads) else None
+            sv = [None] * (b - a)
+            for t in range(b - 1, a - 1, -1):
+                if Y is not None:
+                    Y[t - a] = cell.output(state[l])  # layer l's output at step t, before undoing it
+                state[l], sv[t - a] = cell.reverse_step(XP[t - a], state[l], Wh, plan.buffers[l])
+                if on_state is not None:
+                    on_state(l, t, state[l])
+            inputs.append(X)
+            saved.append(sv if grads else None)
+            X = plan.next_input(l, Y) if l < top else Y
+        if grads:
+            _backward_chunk(plan, a, b, inputs, saved, X, dstate, dy_chunk, dx_chunk, dW)
+    return state
+
+
+def _backward_chunk(plan, a, b, inputs, saved, Y_top, dstate, dy_chunk, dx_chunk, dW) -> None:
+    """Backpropagate through steps [a, b) of every layer, top layer first (layer-major is valid:
+    a layer's gradient depends only on the layers above it within the chunk)."""
+    cells = plan.cells
+    dY = dy_chunk(a, b, Y_top) if dy_chunk is not None else None
+    for l in range(len(cells) - 1, -1, -1):
+        cell, (wx, bx, *Wh), sv = cells[l], plan.weights[l], saved[l]
+        h2 = cell.half
+        dXP = inputs[l].new_empty(b - a, inputs[l].shape[1], wx.shape[1])
+        for t in range(b - 1, a - 1, -1):
+            if dY is not None:
+                dstate[l][0] = dstate[l][0] + dY[t - a, :, :h2]
+                dstate[l][1] = dstate[l][1] + dY[t - a, :, h2:]
+            dstate[l] = cell.backward(sv[t - a], dstate[l], Wh, dXP[t - a])
+        n = (b - a) * dXP.shape[1]
+        flatP = dXP.view(n, -1)
+        X = inputs[l].reshape(n, -1)
+        dW[l][0].addmm_(X.t(), flatP)
+        dW[l][1].add_(flatP.sum(0))
+        for k, cols in enumerate(cell.recurrent_columns()):
+            left = torch.cat([cell.recurrent_inputs(s)[k] for s in sv])
+            dW[l][2 + k].addmm_(left.t(), flatP[:, cols])
+        dX = flatP.mm(wx.t()).view(b - a, dXP.shape[1], -1)
+        if l > 0:
+            dY = dX if plan.masks[l] is None else dX * plan.masks[l]
+        elif dx_chunk is not None:
+            dx_chunk(a, b, dX)
+
+
+def store_steps(plan: Plan, state: list, state_f: list, steps: int, x_chunk: XChunk,
+                on_output: Callable[[int, int, Tensor], None]) -> tuple[list, list]:
+    """``store`` mode: the same chunks and steps with autograd recording every activation."""
+    top = len(plan.cells) - 1
+    for a, b in plan.chunks(steps):
+        X = x_chunk(a, b)
+        for l, cell in enumerate(plan.cells):
+            wx, bx, *Wh = plan.weights[l]
+            XP = cell.project(X, wx, bx)
+            outs = []
+            for t in range(a, b):
+                state[l], state_f[l] = cell.store_step(XP[t - a], state[l], state_f[l], Wh, plan.buffers[l])
+                outs.append(torch.cat((state_f[l][0], state_f[l][1]), 1))
+            for blk in state[l]:
+                check_state_range(blk, plan.chunk, f"{plan.name}, layer {l}, step {b - 1}")
+            Y = torch.stack(outs)
+            X = plan.next_input(l, Y) if l < top else Y
+        on_output(a, b, X)
+    return state, state_f
+
+
+@dataclass
+class SequenceRun:
+    """The non-tensor half of one call of :class:`ReverseSequence` (cells, masks, the int state)."""
+
+    cells: list
+    masks: list[Tensor | None]
+    h0: list[list[Tensor]]
+    weight_masks: list[Tensor | None] | None = None
+    chunk: int = 16
+    track_bits: bool = True
+    verify: bool = True
+    name: str = "reversible stack"
+    stats: dict = field(default_factory=dict)
+    hT: list | None = None
+
+
+class ReverseSequence(torch.autograd.Function):
+    """y[0..T), hT = stack(x[0..T), h0) whose backward recomputes the states by reversal.
+
+    Inputs: ``run`` (a :class:`SequenceRun`), x [T, B, in], then per layer the float view of h0
+    [B, blocks*hidden/2] (their gradient is returned), then the flat list of raw weights.
+    Outputs: y [T, B, H_top], then per layer the float view of hT. The exact int32 final state is
+    left in ``run.hT``.
+    """
+
+    @staticmethod
+    def forward(ctx, run: SequenceRun, x: Tensor, *tensors):
+        L = len(run.cells)
+        flat = tensors[L:]
+        check_finite([("input", x)] + [(f"weight {i}", w) for i, w in enumerate(flat)], run.name)
+        T, B = x.shape[0], x.shape[1]
+        plan = _plan(run, flat, B, x.device)
+        state = [list(blocks) for blocks in run.h0]
+        y = x.new_empty(T, B, run.cells[-1].hidden_size)
+
+        def write(a, b, Y):
+            y[a:b] = Y
+
+        forward_steps(plan, state, T, lambda a, b: x[a:b], on_output=write)
+        run.stats.update(bit_stats(plan, run.cells, T, B))
+        plan.seal()
+        run.hT = state
+        ctx.run, ctx.final, ctx.buffers = run, [list(s) for s in state], plan.buffers
+        ctx.save_for_backward(x, *flat)
+        return (y, *[to_float(torch.cat(s, 1)) for s in state])
+
+    @staticmethod
+    def backward(ctx, dy: Tensor, *dhT):
+        run = ctx.run
+        x, *flat = ctx.saved_tensors
+        T, B = x.shape[0], x.shape[1]
+        plan = _plan(run, flat, B, x.device, buffers=ctx.buffers)
+        plan.unseal()
+        dstate = []
+        for cell, g in zip(run.cells, dhT):
+            if g is None:
+                dstate.append([x.new_zeros(B, cell.half) for _ in range(cell.n_blocks)])
+            else:
+                dstate.append(list(g.split(cell.half, 1)))
+        dW = [[torch.zeros_like(w) for w in ws] for ws in plan.weights]
+        dx = torch.zeros_like(x) if ctx.needs_input_grad[1] else None
+
+        def put(a, b, g):
+            if dx is not None:
+                dx[a:b] = g
+
+        state = [list(s) for s in ctx.final]
+        dy_chunk = (lambda a, b, Y: dy[a:b]) if dy is not None else None
+        reverse_steps(plan, state, T, lambda a, b: x[a:b], dstate=dstate, dy_chunk=dy_chunk, dx_chunk=put, dW=dW)
+        if run.verify:
+            check_recovered(plan, state, run.h0, run.name)
+        ctx.run = ctx.final = ctx.buffers = None
+        return (None, dx, *[torch.cat(d, 1) for d in dstate], *_raw_weight_grads(run, dW))
+
+
+def _plan(run: SequenceRun, flat, batch, device, buffers=None) -> Plan:
+    weights = effective_weights(run.cells, flat, run.weight_masks)
+    if buffers is None:
+        buffers = make_buffers(run.cells, batch, device, track_optimal=run.track_bits)
+    return Plan(run.cells, weights, run.masks, buffers, run.chunk, run.name)
+
+
+def _raw_weight_grads(run: SequenceRun, dW: list[list[Tensor]]) -> list[Tensor]:
+    """Map gradients w.r.t. the effective (dropped) weights back to the raw ones: dW * mask."""
+    flat = [g for ws in dW for g in ws]
+    if run.weight_masks:
+        flat = [g if m is None else g * m for g, m in zip(flat, run.weight_masks)]
+    return flat
+
+
+def check_recovered(plan: Plan, state: list, h0: list, name: str) -> None:
+    """Raise :class:`ReversalError` unless every buffer is empty and the initial state is back."""
+    for b in plan.buffers:
+        if b is not None:
+            b.check_empty(name)
+    for l, (got, want) in enumerate(zip(state, h0)):
+        for g, w in zip(got, want):
+            if not torch.equal(g, w):
+                raise ReversalError(f"{name}: layer {l}'s initial state was not recovered exactly by reversal")
+
+
+def bit_stats(plan: Plan, cells, steps: int, batch: int) -> dict:
+    """The paper's accounting for this sequence (digest §4): normal, used and optimal bits."""
+    normal = sum(32 * steps * batch * c.hidden_size * (2 if c.n_blocks == 4 else 1) for c in cells)
+    used = sum(b.used_bits for b in plan.buffers if b is not None)
+    bufs = [b for b in plan.buffers if b is not None]
+    optimal = sum(b.optimal_bits for b in bufs)
+    return {"normal_bits": normal, "used_bits": used, "optimal_bits": optimal, "steps": steps}
+
+
+__all__ = [
+    "Plan",
+    "ReverseSequence",
+    "SequenceRun",
+    "bit_stats",
+    "check_recovered",
+    "effective_weights",
+    "forward_steps",
+    "make_buffers",
+    "reverse_steps",
+    "store_steps",
+]

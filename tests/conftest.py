@@ -1,0 +1,18 @@
+"""Suite-wide test setup.
+
+Points REVRNN_DATA_DIR at the shared offline corpora (``<repo>/../shared/data``)
+when the variable is unset and that directory exists, so tests never download,
+and pins torch to one thread so timings are stable on shared CI machines.
+"""
+
+import os
+from pathlib import Path
+
+import torch
+
+_SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+if not os.environ.get("REVRNN_DATA_DIR") and _SHARED_DATA.is_dir():
+    os.environ["REVRNN_DATA_DIR"] = str(_SHARED_DATA)
+
+torch.set_num_threads(1)
