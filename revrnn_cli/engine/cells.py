@@ -44,6 +44,7 @@ from .fixed_point import (
     STATE_DTYPE,
     forget_squash,
     quantize_gate,
+    quantize_product,
     quantize_update,
     to_float,
 )
@@ -112,9 +113,13 @@ class _RevCell(nn.Module):
     def init_state(self, batch: int, device=None) -> list[torch.Tensor]:
         return [torch.zeros(batch, self.half, dtype=STATE_DTYPE, device=device) for _ in range(self.n_blocks)]
 
-    def output(self, state: list[torch.Tensor]) -> torch.Tensor:
+    def output(self, state: list[torch.Tensor], out: torch.Tensor | None = None) -> torch.Tensor:
         """The float output passed upward: [h1; h2] (the LSTM's c blocks stay inside)."""
-        return to_float(torch.cat((state[0], state[1]), 1))
+        if out is None:
+            return to_float(torch.cat((state[0], state[1]), 1))
+        torch.mul(state[0], HIDDEN_UNIT, out=out[:, : self.half])
+        torch.mul(state[1], HIDDEN_UNIT, out=out[:, self.half :])
+        return out
 
     def _quantise_z(self, z: torch.Tensor) -> torch.Tensor:
         return quantize_gate(z, self.zero_guard)
@@ -296,10 +301,10 @@ class RevLSTMCell(_RevCell):
         if self.forget:
             Z = self._quantise_z(fp)
             ca = buf.mul(ca, Z[:, :H2], fp[:, :H2])
-        ca = ca + quantize_update(i * g)
+        ca = ca + quantize_product(i, g)
         if self.forget:
             ha = buf.mul(ha, Z[:, H2:], fp[:, H2:])
-        return ha + quantize_update(o * torch.tanh(to_float(ca))), ca
+        return ha + quantize_product(o, torch.tanh(to_float(ca))), ca
 
     def reverse_step(self, xp, state, Wh, buf):
         h1, h2, c1, c2 = state
@@ -313,8 +318,8 @@ class RevLSTMCell(_RevCell):
         i, o = self._io(s)
         H2 = self.half
         tc = torch.tanh(to_float(ca_new))
-        ha_old = ha_new - quantize_update(o * tc)  # undo h first: it was updated last
-        ca_old = ca_new - quantize_update(i * g)
+        ha_old = ha_new - quantize_product(o, tc)  # undo h first: it was updated last
+        ca_old = ca_new - quantize_product(i, g)
         Z = None
         if self.forget:
             Z = self._quantise_z(fp)

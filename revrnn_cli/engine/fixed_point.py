@@ -100,15 +100,20 @@ def quantize_gate(z: torch.Tensor, allow_zero_guard: bool) -> torch.Tensor:
     as the reference's ``EnsureNotForgetAll`` does, but only in that case (digest §9.4). The
     effective cap without a limit is therefore 10 bits per step.
     """
-    Z = torch.round(z * _ONE_T).to(STATE_DTYPE)
+    Z = (z * _ONE_T).round_().to(STATE_DTYPE)
     if allow_zero_guard:
         Z.clamp_(min=1)
     return Z
 
 
+def quantize_product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """U = round(2^23 a b) as int32, computed with one temporary (the common case a ⊙ b)."""
+    return torch.mul(a, b).mul_(_SCALE_T).round_().to(STATE_DTYPE)
+
+
 def quantize_update(u: torch.Tensor) -> torch.Tensor:
     """U = round(2^23 u) as int32: the additive part of an update, recomputed exactly in reverse."""
-    return torch.round(u * _SCALE_T).to(STATE_DTYPE)
+    return (u * _SCALE_T).round_().to(STATE_DTYPE)
 
 
 def state_limit(check_every: int) -> int:
@@ -136,9 +141,13 @@ def check_state_range(state: torch.Tensor, check_every: int, where: str) -> None
 
 
 def check_finite(tensors, where: str) -> None:
-    """Raise :class:`NonFiniteError` when any tensor holds NaN or inf (one fused reduction each)."""
+    """Raise :class:`NonFiniteError` when any tensor holds NaN or inf.
+
+    A float64 sum is NaN or infinite exactly when some element is (float32 values cannot overflow
+    it), and it is a single pass without the two temporaries of ``isfinite``.
+    """
     for name, t in tensors:
-        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+        if t.is_floating_point() and not bool(torch.isfinite(t.sum(dtype=torch.float64))):
             raise NonFiniteError(f"{where}: {name} contains NaN or infinity; the fixed-point state cannot represent it")
 
 
@@ -171,6 +180,7 @@ __all__ = [
     "log2_ratio_bits",
     "max_growth_bits",
     "quantize_gate",
+    "quantize_product",
     "quantize_update",
     "to_fixed",
     "to_float",

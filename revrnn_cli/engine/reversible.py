@@ -107,7 +107,7 @@ def forward_steps(plan: Plan, state: list, steps: int, x_chunk: XChunk,
             for t in range(a, b):
                 state[l] = cell.step(XP[t - a], state[l], Wh, plan.buffers[l])
                 if Y is not None:
-                    Y[t - a] = cell.output(state[l])
+                    cell.output(state[l], out=Y[t - a])
                 if on_state is not None:
                     on_state(l, t, state[l])
             for blk in state[l]:
@@ -140,11 +140,12 @@ def reverse_steps(plan: Plan, state: list, steps: int, x_chunk: XChunk,
         for l, cell in enumerate(cells):  # reconstruct the chunk bottom-up
             wx, bx, *Wh = plan.weights[l]
             XP = cell.project(X, wx, bx)
-            Y = X.new_empty(b - a, X.shape[1], cell.hidden_size) if (l < top or grads) else None
+            need_y = l < top or (grads and dy_chunk is not None and getattr(dy_chunk, "needs_outputs", True))
+            Y = X.new_empty(b - a, X.shape[1], cell.hidden_size) if need_y else None
             sv = [None] * (b - a)
             for t in range(b - 1, a - 1, -1):
                 if Y is not None:
-                    Y[t - a] = cell.output(state[l])  # layer l's output at step t, before undoing it
+                    cell.output(state[l], out=Y[t - a])  # layer l's output at step t, before undoing it
                 state[l], sv[t - a] = cell.reverse_step(XP[t - a], state[l], Wh, plan.buffers[l])
                 if on_state is not None:
                     on_state(l, t, state[l])
@@ -178,10 +179,12 @@ def _backward_chunk(plan, a, b, inputs, saved, Y_top, dstate, dy_chunk, dx_chunk
         for k, cols in enumerate(cell.recurrent_columns()):
             left = torch.cat([cell.recurrent_inputs(s)[k] for s in sv])
             dW[l][2 + k].addmm_(left.t(), flatP[:, cols])
+        if l == 0 and dx_chunk is None:
+            break  # nobody needs the input gradient: skip the matmul
         dX = flatP.mm(wx.t()).view(b - a, dXP.shape[1], -1)
         if l > 0:
             dY = dX if plan.masks[l] is None else dX * plan.masks[l]
-        elif dx_chunk is not None:
+        else:
             dx_chunk(a, b, dX)
 
 
@@ -269,30 +272,41 @@ class ReverseSequence(torch.autograd.Function):
         dx = torch.zeros_like(x) if ctx.needs_input_grad[1] else None
 
         def put(a, b, g):
-            if dx is not None:
-                dx[a:b] = g
+            dx[a:b] = g
 
         state = [list(s) for s in ctx.final]
-        dy_chunk = (lambda a, b, Y: dy[a:b]) if dy is not None else None
-        reverse_steps(plan, state, T, lambda a, b: x[a:b], dstate=dstate, dy_chunk=dy_chunk, dx_chunk=put, dW=dW)
+        dy_chunk = None
+        if dy is not None:
+            def dy_chunk(a, b, Y):
+                return dy[a:b]
+            dy_chunk.needs_outputs = False  # the incoming gradient does not depend on the outputs
+        reverse_steps(plan, state, T, lambda a, b: x[a:b], dstate=dstate, dy_chunk=dy_chunk,
+                      dx_chunk=put if dx is not None else None, dW=dW)
         if run.verify:
             check_recovered(plan, state, run.h0, run.name)
         ctx.run = ctx.final = ctx.buffers = None
-        return (None, dx, *[torch.cat(d, 1) for d in dstate], *_raw_weight_grads(run, dW))
+        return (None, dx, *[torch.cat(d, 1) for d in dstate], *raw_weight_grads(dW, run.weight_masks))
+
+
+def build_plan(cells, flat, weight_masks, masks, batch, device, chunk=16, track_bits=True,
+               name="reversible stack", buffers=None) -> Plan:
+    """The :class:`Plan` of one sequence: effective weights, and fresh buffers unless given."""
+    weights = effective_weights(cells, flat, weight_masks)
+    if buffers is None:
+        buffers = make_buffers(cells, batch, device, track_optimal=track_bits)
+    return Plan(cells, weights, masks, buffers, chunk, name)
 
 
 def _plan(run: SequenceRun, flat, batch, device, buffers=None) -> Plan:
-    weights = effective_weights(run.cells, flat, run.weight_masks)
-    if buffers is None:
-        buffers = make_buffers(run.cells, batch, device, track_optimal=run.track_bits)
-    return Plan(run.cells, weights, run.masks, buffers, run.chunk, run.name)
+    return build_plan(run.cells, flat, run.weight_masks, run.masks, batch, device, run.chunk, run.track_bits,
+                      run.name, buffers)
 
 
-def _raw_weight_grads(run: SequenceRun, dW: list[list[Tensor]]) -> list[Tensor]:
+def raw_weight_grads(dW: list[list[Tensor]], weight_masks=None) -> list[Tensor]:
     """Map gradients w.r.t. the effective (dropped) weights back to the raw ones: dW * mask."""
     flat = [g for ws in dW for g in ws]
-    if run.weight_masks:
-        flat = [g if m is None else g * m for g, m in zip(flat, run.weight_masks)]
+    if weight_masks:
+        flat = [g if m is None else g * m for g, m in zip(flat, weight_masks)]
     return flat
 
 
@@ -321,10 +335,12 @@ __all__ = [
     "ReverseSequence",
     "SequenceRun",
     "bit_stats",
+    "build_plan",
     "check_recovered",
     "effective_weights",
     "forward_steps",
     "make_buffers",
+    "raw_weight_grads",
     "reverse_steps",
     "store_steps",
 ]

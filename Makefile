@@ -1,0 +1,34 @@
+# Set-up and common tasks. Everything installs into .venv, so a fresh clone needs only python3.
+#   make run    install, then run the default job (verify-reversal on a small RevGRU and RevLSTM)
+#   make test   install, then run the test suite
+#   make bench  install, then time reverse vs store vs nn.LSTM (see docs/results.md)
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+# The CPU wheel of torch is installed explicitly first: a bare "torch" requirement would pull a
+# multi-GB CUDA build. GPU users install their own torch; the package accepts any torch>=2.2.
+TORCH  ?= torch==2.13.0
+STAMP  := $(VENV)/.installed
+
+.PHONY: install run test bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "$(TORCH)"
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/revrnn verify-reversal
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) scripts/bench_engine.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

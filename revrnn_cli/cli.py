@@ -1,0 +1,266 @@
+"""The ``revrnn`` command line: parse, validate, call the engine, format the result.
+
+    revrnn verify-reversal                          # check a default RevGRU and RevLSTM, exit 0 if exact
+    revrnn verify-reversal --cell revlstm --steps 10000 --max-forget-bits 2 --json | jq .ok
+    revrnn verify-reversal experiments/verify_long.yaml
+    revrnn train experiments/quickstart.yaml
+    revrnn train experiments/ptb_revlstm.yaml --set model.layers=2 --json
+    revrnn evaluate runs/quickstart --split test --json
+
+Human output goes to stderr, one JSON object to stdout with ``--json``. Exit codes are listed in
+:mod:`revrnn_cli.errors` (0 ok, 1 check failed, 2 usage or spec error, ...).
+"""
+
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import typer
+from typer.exceptions import TyperException
+from rich.markup import escape
+from rich.table import Table
+
+from . import __version__
+from .console import emit_json, err, fail, fmt
+from .data.errors import DataError
+from .engine.fixed_point import FixedPointError
+from .errors import EXIT_CHECK_FAILED, EXIT_DATA, EXIT_NUMERIC, EXIT_OK, EXIT_SIGINT, EXIT_USAGE, UserError
+from .training.loop import Interrupted
+from .spec import load_yaml, validation_message
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Reversible recurrent neural networks: exact memory-free backprop, experiments, memory profiles.")
+
+
+def _version(value: bool):
+    if value:
+        err.print(f"revrnn {__version__}")
+        raise typer.Exit(EXIT_OK)
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")):
+    """revrnn: train and check reversible RNNs (MacKay et al., NeurIPS 2018)."""
+
+
+class CellName(str, Enum):
+    revgru = "revgru"
+    revlstm = "revlstm"
+
+
+def _forget_bits(value: Optional[str]):
+    if value is None:
+        return None
+    v = value.strip().lower()
+    if v == "none":
+        return "none"
+    if v in {"1", "2", "3", "5"}:
+        return int(v)
+    raise typer.BadParameter(f"{value!r} is not one of 1, 2, 3, 5, none")
+
+
+# CLI option -> VerifyConfig field, so that a validation error names the flag the user typed
+_VERIFY_FLAGS = {"cell": "--cell", "layers": "--layers", "hidden": "--hidden", "input_size": "--input-size",
+                 "batch": "--batch", "steps": "--steps", "max_forget_bits": "--max-forget-bits", "seed": "--seed",
+                 "top_size": "--top-size", "chunk": "--chunk", "dropout": "--dropout", "weight_drop": "--weight-drop"}
+
+
+@app.command("verify-reversal")
+def verify_reversal(
+    spec: Optional[Path] = typer.Argument(None, help="YAML file with one check (a mapping) or `checks:` (a list)."),
+    cell: Optional[CellName] = typer.Option(None, "--cell", help="Cell to check (default: both)."),
+    layers: Optional[int] = typer.Option(None, "--layers", min=1, help="Stacked layers [2]."),
+    hidden: Optional[int] = typer.Option(None, "--hidden", min=2, help="Hidden units per layer, even [32]."),
+    top_size: Optional[int] = typer.Option(None, "--top-size", min=2, help="Width of the top layer [= hidden]."),
+    input_size: Optional[int] = typer.Option(None, "--input-size", min=1, help="Input features [16]."),
+    batch: Optional[int] = typer.Option(None, "--batch", min=1, help="Batch size [4]."),
+    steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Time steps T [1000]."),
+    max_forget_bits: Optional[str] = typer.Option(None, "--max-forget-bits", callback=_forget_bits,
+                                                  help="Most bits forgotten per unit per step: 1, 2, 3, 5 or none [3]."),
+    no_forget: bool = typer.Option(False, "--no-forget", help="Check the no-forgetting variant (no buffer)."),
+    dropout: Optional[float] = typer.Option(None, "--dropout", min=0.0, max=0.99, help="Locked dropout between layers [0.3]."),
+    weight_drop: Optional[float] = typer.Option(None, "--weight-drop", min=0.0, max=0.99, help="DropConnect on recurrent weights [0.2]."),
+    chunk: Optional[int] = typer.Option(None, "--chunk", min=1, help="Steps per batched input projection [16]."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed [0]."),
+    no_grad_check: bool = typer.Option(False, "--no-grad-check", help="Skip the reverse-vs-store gradient comparison."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
+):
+    """Run T steps forward, reverse to the start, and check that every state comes back bit-for-bit."""
+    from .verify import VerifyConfig, verify
+
+    cell = cell.value if cell is not None else None
+    overrides = {k: v for k, v in dict(cell=cell, layers=layers, hidden=hidden, top_size=top_size,
+                                       input_size=input_size, batch=batch, steps=steps, dropout=dropout,
+                                       weight_drop=weight_drop, chunk=chunk, seed=seed).items() if v is not None}
+    if max_forget_bits is not None:
+        overrides["max_forget_bits"] = None if max_forget_bits == "none" else max_forget_bits
+    if no_forget:
+        overrides["forget"] = False
+    if no_grad_check:
+        overrides["check_gradients"] = False
+    if spec is not None:
+        raw = load_yaml(spec)
+        entries = raw.get("checks") if isinstance(raw, dict) and "checks" in raw else [raw]
+        if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+            raise UserError(f"{spec}: expected a mapping of options or `checks:` with a list of mappings")
+        where = str(spec)
+    else:
+        entries = [{}] if cell else [{"cell": "revgru"}, {"cell": "revlstm"}]
+        where = "verify-reversal"
+    configs = []
+    for i, entry in enumerate(entries):
+        try:
+            configs.append(VerifyConfig.model_validate({**entry, **overrides}))
+        except Exception as e:  # pydantic.ValidationError
+            prefix = f"{where}: checks[{i}]" if len(entries) > 1 and spec else where
+            raise UserError(validation_message(e, prefix, flags=None if spec else _VERIFY_FLAGS)) from None
+
+    reports = []
+    for cfg in configs:
+        with err.status(f"verifying {cfg.describe()} ...", spinner="dots") if err.is_terminal else _null():
+            try:
+                reports.append(verify(cfg))
+            except ValueError as e:
+                raise UserError(f"{where}: {e}") from None
+    ok = all(r["ok"] for r in reports)
+    if json_out:
+        emit_json({"ok": ok, "checks": reports})
+    _print_verify_table(reports)
+    if any("error" in r for r in reports) and not ok:
+        raise typer.Exit(EXIT_NUMERIC)
+    raise typer.Exit(EXIT_OK if ok else EXIT_CHECK_FAILED)
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False
+
+
+_VERIFY_ROWS = [
+    ("exact", "exact"), ("states checked", "states_checked"), ("states mismatched", "states_mismatched"),
+    ("max state error", "max_state_error"), ("buffers empty", "buffers_empty"),
+    ("max rel. grad diff", "max_relative_grad_diff"), ("losses equal", "losses_equal"),
+    ("normal bits", "normal_bits"), ("used bits", "used_bits"), ("optimal bits", "optimal_bits"),
+    ("used / optimal", "used_over_optimal"), ("normal / used", "ratio_used"), ("normal / optimal", "ratio_optimal"),
+    ("forward s", "forward_seconds"), ("reverse s", "reverse_seconds"),
+    ("train step s (reverse)", "train_seconds_reverse"), ("train step s (store)", "train_seconds_store"),
+]
+
+
+def _print_verify_table(reports: list[dict]) -> None:
+    t = Table(title="revrnn verify-reversal", title_justify="left")
+    t.add_column("")
+    for i, r in enumerate(reports):
+        t.add_column(escape(r["description"].replace(" in=", "\nin=")) if len(reports) > 1 else escape(r["description"]),
+                     justify="right")
+    for label, key in _VERIFY_ROWS:
+        t.add_row(label, *[fmt(r.get(key)) for r in reports])
+    err.print(t)
+    for r in reports:
+        if "error" in r:
+            fail(escape(r["error"]))
+        elif not r["ok"]:
+            detail = f"first mismatch at {r['first_mismatch']}" if r.get("first_mismatch") else "gradients disagree"
+            fail(escape(f"{r['description']}: {detail}"))
+
+
+@app.command("train")
+def train_cmd(
+    spec: Optional[Path] = typer.Argument(None, help="Experiment spec (YAML). Optional with --resume."),
+    set_: list[str] = typer.Option([], "--set", help="Override a spec value: --set model.layers=2 (repeatable)."),
+    print_config: bool = typer.Option(False, "--print-config", help="Print the merged, validated spec and exit."),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue a run: its directory or a checkpoint."),
+    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Data directory [spec, $REVRNN_DATA_DIR, ./data]."),
+    run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Write the run here instead of runs/<name>[-N]."),
+    json_out: bool = typer.Option(False, "--json", help="One JSON object per log line on stdout."),
+):
+    """Train a model from a YAML experiment spec (checkpoints, metrics.jsonl, resumable)."""
+    from .runner import train
+    from .spec import dump_spec, load_spec
+
+    if print_config:
+        if spec is None:
+            raise UserError("train --print-config: give a spec file")
+        parsed, config = load_spec(spec, set_)
+        if json_out:
+            emit_json(config)
+        else:
+            sys.stdout.write(dump_spec(parsed))
+        raise typer.Exit(EXIT_OK)
+    summary = train(spec, set_, resume=resume, data_dir=data_dir, run_dir=run_dir, json_stdout=json_out)
+    _print_summary("training finished" if summary["stopped"] == "finished" else f"stopped ({summary['stopped']})",
+                   summary)
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    target: Path = typer.Argument(..., help="A run directory (uses best.pt) or a checkpoint file."),
+    split: str = typer.Option("valid", "--split", help="valid or test."),
+    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Data directory [as trained]."),
+    max_batches: Optional[int] = typer.Option(None, "--max-batches", min=1, help="Evaluate only this many batches."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
+):
+    """Perplexity of a checkpoint on a split, with the same fixed-point forward as training."""
+    from .runner import evaluate
+
+    if split not in ("valid", "test"):
+        raise typer.BadParameter(f"{split!r} is not one of valid, test", param_hint="'--split'")
+    result = evaluate(target, split, data_dir=data_dir, max_batches=max_batches)
+    if json_out:
+        emit_json(result)
+    _print_summary(f"evaluation of {result['checkpoint']} on {split}", result)
+
+
+def _print_summary(title: str, values: dict) -> None:
+    t = Table(title=escape(title), title_justify="left", show_header=False)
+    t.add_column("")
+    t.add_column("", justify="right")
+    for k, v in values.items():
+        if k not in ("event",):
+            t.add_row(escape(k), escape(fmt(v)))
+    err.print(t)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: usage errors become one line and exit 2; user errors their own exit code."""
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(args=argv, prog_name="revrnn", standalone_mode=False)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        sys.exit(EXIT_SIGINT)
+    except TyperException as e:  # click's usage errors, vendored by typer: one line, exit 2
+        ctx = getattr(e, "ctx", None)
+        where = f"{ctx.command_path}: " if ctx is not None and ctx.command_path != "revrnn" else ""
+        message = (e.format_message() if hasattr(e, "format_message") else str(e)).replace("Value error, ", "")
+        if message.strip():  # an empty message is click's "no arguments: help shown"
+            fail(escape(f"{where}{message}"))
+        sys.exit(getattr(e, "exit_code", EXIT_USAGE))
+    except UserError as e:
+        fail(escape(str(e)))
+        sys.exit(e.exit_code)
+    except DataError as e:
+        fail(escape(str(e)))
+        sys.exit(EXIT_DATA)
+    except FixedPointError as e:
+        fail(escape(str(e)))
+        sys.exit(EXIT_NUMERIC)
+    except Interrupted as e:
+        err.print(escape(str(e)))
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        fail("interrupted")
+        sys.exit(EXIT_SIGINT)
+    sys.exit(code if isinstance(code, int) else EXIT_OK)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

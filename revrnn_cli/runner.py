@@ -1,0 +1,144 @@
+"""Run experiments: what ``revrnn train`` and ``revrnn evaluate`` do, without the command line.
+
+    revrnn train experiments/quickstart.yaml
+    revrnn train experiments/ptb_revlstm_small.yaml --set train.epochs=2 --json
+    revrnn train --resume runs/ptb_revlstm_small          # continue from runs/…/last.pt
+    revrnn evaluate runs/ptb_revlstm_small --split test --json
+
+A run directory holds ``config.yaml`` (the merged, validated spec: feeding it back reproduces the
+run), ``environment.json`` (versions, seed, device, git commit), ``metrics.jsonl`` (one JSON object
+per log line, always written) and the checkpoints ``last.pt`` and ``best.pt``.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from pathlib import Path
+
+import torch
+
+from .engine import deterministic_settings
+from .errors import UserError
+from .spec import ExperimentSpec, load_spec
+from .tasks.lm import LMTask
+from .training.checkpoint import check_compatible, config_hash, load_checkpoint
+from .training.loop import Trainer, memory_ratios
+from .training.metrics import MetricsLogger
+from .training.rundir import environment_record, make_run_dir, write_config, write_environment
+
+
+# what a resumed run may change: how long it trains, where it writes, where the data lie
+RESUME_MAY_CHANGE = ("train.epochs", "train.max_steps", "train.log_interval", "train.checkpoint_every", "output",
+                     "data.data_dir", "data.download", "device")
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"device {name!r} requested but CUDA is not available")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+    try:
+        import numpy as np
+
+        np.random.seed(seed % 2**32)
+    except ImportError:  # pragma: no cover
+        pass
+
+
+def build_task(spec: ExperimentSpec, device: torch.device) -> LMTask:
+    return LMTask(spec, device)
+
+
+def resolve_checkpoint(path: Path, prefer: str = "last") -> Path:
+    """A run directory resolves to its ``last.pt`` (or ``best.pt``); a file is taken as it is."""
+    path = Path(path)
+    if path.is_dir():
+        for name in (prefer, "best" if prefer == "last" else "last"):
+            if (path / f"{name}.pt").is_file():
+                return path / f"{name}.pt"
+        raise UserError(f"{path}: no last.pt or best.pt in this run directory")
+    if not path.is_file():
+        raise UserError(f"{path}: no such run directory or checkpoint")
+    return path
+
+
+def train(spec_path: Path | None, overrides: list[str], *, resume: Path | None = None, data_dir: str | None = None,
+          run_dir: Path | None = None, json_stdout: bool = False, progress: bool | None = None) -> dict:
+    """Train from a spec (or resume a run); returns the final summary (also logged as ``end``)."""
+    payload = None
+    if resume is not None:
+        ckpt_path = resolve_checkpoint(resume)
+        payload = load_checkpoint(ckpt_path)
+        base = payload["config"]
+        if data_dir is not None:
+            overrides = [*overrides, f"data.data_dir={data_dir}"]
+        spec, config = load_spec(spec_path, overrides) if spec_path is not None else load_spec(None, overrides, base=base)
+        check_compatible(payload, config, ckpt_path, ignore=RESUME_MAY_CHANGE)
+        out_dir = ckpt_path.parent
+    else:
+        if spec_path is None:
+            raise UserError("train: give a spec file (or --resume RUN_DIR)")
+        if data_dir is not None:
+            overrides = [*overrides, f"data.data_dir={data_dir}"]
+        spec, config = load_spec(spec_path, overrides)
+        out_dir = Path(run_dir) if run_dir else make_run_dir(Path(spec.output.runs_dir), spec.output.name or spec.name)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_config(out_dir, config)
+    device = pick_device(spec.device)
+    deterministic_settings()
+    seed_everything(spec.seed)
+    if payload is None:
+        write_environment(out_dir, environment_record(spec.seed, str(device)))
+    task = build_task(spec, device)
+    with MetricsLogger(out_dir / "metrics.jsonl", json_stdout) as log:
+        trainer = Trainer(spec.train, task, out_dir, config, log, progress)
+        if payload is not None:
+            trainer.restore(payload)
+            log.log({"event": "resume", "checkpoint": str(ckpt_path), "epoch": trainer.state.epoch + 1,
+                     "step": trainer.state.step})
+        else:
+            log.log({"event": "start", "run_dir": str(out_dir), "name": spec.name, "device": str(device),
+                     "config_hash": config_hash(config), "parameters": sum(p.numel() for p in task.model.parameters())})
+        summary = trainer.fit()
+        final = task.evaluate("valid", spec.train.eval_batches)
+        summary.update({"valid_loss": final["loss"], "valid_ppl": final["ppl"]})
+        if "accuracy" in final:
+            summary["valid_accuracy"] = final["accuracy"]
+        summary.update(memory_ratios(task.model.rnn.last_stats) if spec.model.reversible else {})
+        log.log(summary)
+    return summary
+
+
+def evaluate(target: Path, split: str = "valid", *, data_dir: str | None = None, which: str = "best",
+             max_batches: int | None = None) -> dict:
+    """Perplexity (and accuracy on synthetic tasks) of a checkpoint on one split."""
+    ckpt_path = resolve_checkpoint(target, prefer=which)
+    payload = load_checkpoint(ckpt_path)
+    overrides = [f"data.data_dir={data_dir}"] if data_dir else []
+    spec, config = load_spec(None, overrides, base=payload["config"])
+    device = pick_device(spec.device)
+    deterministic_settings()
+    seed_everything(spec.seed)
+    task = build_task(spec, device)
+    task.model.load_state_dict(payload["model"])
+    result = task.evaluate(split, max_batches)
+    out = {"checkpoint": str(ckpt_path), "split": split, "config_hash": config_hash(payload["config"]),
+           "loss": result["loss"], "ppl": result["ppl"], "tokens": result["tokens"],
+           "epoch": payload["loop"]["epoch"], "step": payload["loop"]["step"]}
+    if "accuracy" in result:
+        out["accuracy"] = result["accuracy"]
+    if spec.model.reversible:
+        out.update(memory_ratios(task.model.rnn.last_stats))
+    if not math.isfinite(out["loss"]):
+        out["loss"] = None
+    return out
+
+
+__all__ = ["evaluate", "pick_device", "resolve_checkpoint", "train"]

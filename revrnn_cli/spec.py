@@ -1,0 +1,162 @@
+"""Experiment specs: YAML files validated into typed configs, with ``--set a.b=value`` overrides.
+
+    revrnn train experiments/ptb_revlstm.yaml --set model.layers=2 --set train.epochs=3
+    revrnn train experiments/ptb_revlstm.yaml --print-config
+
+A spec composes the typed config of each part (``data:`` → :class:`DataConfig`, ``model:`` →
+:class:`LMConfig`, ``train:`` → :class:`TrainConfig`), each defined next to what it configures and
+each rejecting unknown keys, so a misspelt key is an error rather than a silently ignored setting.
+Errors are one line naming the file, the key and what is allowed:
+``experiments/x.yaml: model.hidden_size: must be even …, got 33``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .errors import SpecError
+
+
+def load_yaml(path: Path | str):
+    """Parse a YAML file with ``safe_load`` (no arbitrary objects); errors name the file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"{path}: no such spec file")
+    try:
+        with path.open(encoding="utf-8") as f:
+            return yaml.safe_load(f) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise SpecError(f"{path}{where}: invalid YAML: {problem}") from None
+
+
+def validation_message(exc, prefix: str, flags: dict[str, str] | None = None, model: type | None = None) -> str:
+    """Format the first error of a pydantic ``ValidationError`` as ``prefix: key: message``.
+
+    ``flags`` maps top-level field names to the command-line flag that set them, so that errors
+    about options name the option (``--hidden``) rather than the field. With ``model``, an unknown
+    key's message lists the keys allowed at that place.
+    """
+    errors = getattr(exc, "errors", None)
+    if not callable(errors):
+        return f"{prefix}: {exc}"
+    first = errors()[0]
+    loc = [str(p) for p in first.get("loc", ())]
+    kind = first.get("type", "")
+    msg = first.get("msg", "invalid value")
+    if kind == "extra_forbidden":
+        allowed = _allowed_keys(model, loc[:-1]) if model is not None else None
+        msg = "unknown key" + (f" (allowed: {', '.join(allowed)})" if allowed else "")
+    else:
+        msg = msg.removeprefix("Value error, ")
+        if "input" in first and kind != "missing" and "got" not in msg:
+            msg += f", got {first['input']!r}"
+    if flags and loc and loc[0] in flags:
+        key = flags[loc[0]]
+    else:
+        key = ".".join(loc) or "(top level)"
+    return f"{prefix}: {key}: {msg}"
+
+
+def _allowed_keys(model: type, path: list[str]) -> list[str] | None:
+    for part in path:
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None or not isinstance(field.annotation, type):
+            return None
+        model = field.annotation
+    fields = getattr(model, "model_fields", None)
+    return sorted(fields) if fields else None
+
+
+def apply_overrides(raw: dict, overrides: list[str], source: str = "--set") -> dict:
+    """Apply ``a.b.c=value`` assignments (values parsed as YAML: numbers, booleans, null, lists)."""
+    out = yaml.safe_load(yaml.safe_dump(raw)) if raw else {}
+    for item in overrides:
+        if "=" not in item:
+            raise SpecError(f"{source} {item!r}: expected KEY=VALUE, e.g. train.epochs=3")
+        key, value = item.split("=", 1)
+        parts = [p for p in key.strip().split(".") if p]
+        if not parts:
+            raise SpecError(f"{source} {item!r}: empty key")
+        try:
+            parsed = yaml.safe_load(value) if value.strip() else None
+        except yaml.YAMLError:
+            parsed = value
+        node = out
+        for p in parts[:-1]:
+            child = node.get(p)
+            if child is None:
+                child = node[p] = {}
+            if not isinstance(child, dict):
+                raise SpecError(f"{source} {item!r}: {p} is a value, not a section")
+            node = child
+        node[parts[-1]] = parsed
+    return out
+
+
+# ---- the experiment spec -----------------------------------------------------------------------
+
+from .data.config import DataConfig  # noqa: E402
+from .models.lm import LMConfig  # noqa: E402
+from .training.config import TrainConfig  # noqa: E402
+
+
+class OutputConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    runs_dir: str = "runs"
+    name: str | None = None
+
+
+class ExperimentSpec(BaseModel):
+    """A whole experiment. Feeding a run's saved ``config.yaml`` back reproduces the run."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field("experiment", min_length=1)
+    seed: int = 1111
+    device: str = "auto"
+    data: DataConfig = DataConfig()
+    model: LMConfig = LMConfig()
+    train: TrainConfig = TrainConfig()
+    output: OutputConfig = OutputConfig()
+
+    @model_validator(mode="after")
+    def _combinations(self):
+        rev = self.model.reversible
+        if self.train.backprop is not None and not rev:
+            raise ValueError(f"train.backprop applies to reversible cells (revgru, revlstm), not to {self.model.cell}")
+        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
+            raise ValueError(f"device must be auto, cpu or cuda[:N], got {self.device!r}")
+        return self
+
+    @property
+    def backprop(self) -> str | None:
+        if not self.model.reversible:
+            return None
+        return self.train.backprop or "reverse"
+
+
+def load_spec(path: Path | str | None, overrides: list[str] = (), base: dict | None = None) -> tuple[ExperimentSpec, dict]:
+    """Load, override and validate a spec; returns the typed spec and its plain, merged dict."""
+    where = str(path) if path is not None else "spec"
+    raw = load_yaml(path) if path is not None else (base or {})
+    if not isinstance(raw, dict):
+        raise SpecError(f"{where}: expected a mapping at the top level")
+    merged = apply_overrides(raw, list(overrides))
+    try:
+        spec = ExperimentSpec.model_validate(merged)
+    except ValidationError as e:
+        raise SpecError(validation_message(e, where, model=ExperimentSpec)) from None
+    return spec, spec.model_dump(mode="json")
+
+
+def dump_spec(spec: ExperimentSpec) -> str:
+    return yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)
+
+
+__all__ = ["ExperimentSpec", "OutputConfig", "apply_overrides", "dump_spec", "load_spec", "load_yaml",
+           "validation_message"]

@@ -1,0 +1,1 @@
+"""Tasks plugged into the shared training loop: language modelling (and later translation)."""

@@ -1,0 +1,168 @@
+"""Language modelling as a task for the shared training loop (digest §7.1).
+
+Two kinds of data:
+
+* a token stream (PTB, WikiText-2): batchified column-wise, cut into segments of randomised
+  length (AWD-LSTM: N(bptt, 5) with probability 0.95, else N(bptt/2, 5), at least 5 tokens; the
+  learning rate is scaled by length / bptt), the hidden state carried from segment to segment in
+  every backprop mode and reset at the start of each epoch;
+* independent sequences (the synthetic ``repeat`` / ``remember`` tasks): the state starts from zero
+  for every batch and accuracy is reported alongside perplexity.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+
+import torch
+
+from ..data import (
+    DataError,
+    batchify,
+    get_batch,
+    load_lm_corpus,
+    make_synthetic_splits,
+    num_input_tokens,
+    sample_bptt_length,
+)
+from ..engine.layers import RevState
+from ..models.lm import RNNLanguageModel
+from ..training.loop import StepOutput
+
+
+class LMTask:
+    def __init__(self, spec, device: torch.device):
+        self.spec, self.device = spec, device
+        data, train = spec.data, spec.train
+        self.synthetic = data.synthetic
+        self.reports_accuracy = self.synthetic
+        if self.synthetic:
+            splits = make_synthetic_splits(data.dataset, data.vocab_size, data.seq_len, data.n_train, data.n_valid,
+                                           data.n_test, spec.seed)
+            self.splits = {k: (x.t().contiguous().to(device), y.t().contiguous().to(device))
+                           for k, (x, y) in (("train", splits.train), ("valid", splits.valid), ("test", splits.test))}
+            vocab = num_input_tokens(data.vocab_size)
+        else:
+            corpus = load_lm_corpus(data.dataset, data.data_dir, download=data.download)
+            self.streams = {"train": batchify(corpus.train, train.batch_size).to(device),
+                            "valid": batchify(corpus.valid, train.eval_batch_size).to(device),
+                            "test": batchify(corpus.test, train.test_batch_size).to(device)}
+            for name, s in self.streams.items():
+                if s.shape[0] < 2:
+                    raise DataError(f"{data.dataset} {name} split is too short for its batch size")
+            vocab = len(corpus.vocab)
+        self.vocab_size = vocab
+        self.model = RNNLanguageModel(spec.model, vocab, spec.backprop).to(device)
+        self.bptt_rng = random.Random(spec.seed)
+        self.hidden = None
+
+    # ---- the data -------------------------------------------------------------------------------
+    def epoch_size(self) -> int | None:
+        if self.synthetic:
+            return math.ceil(self.splits["train"][0].shape[1] / self.spec.train.batch_size)
+        return None  # random segment lengths: known only by walking the stream
+
+    def batches(self, epoch: int, start: int):
+        if self.synthetic:
+            yield from self._sequence_batches(epoch, start)
+        else:
+            yield from self._stream_batches(epoch, start)
+
+    def _sequence_batches(self, epoch, start):
+        x, y = self.splits["train"]
+        bs = self.spec.train.batch_size
+        gen = torch.Generator().manual_seed(self.spec.seed * 1000003 + epoch)
+        order = torch.randperm(x.shape[1], generator=gen).to(x.device)
+        n = math.ceil(x.shape[1] / bs)
+        for i in range(start, n):
+            idx = order[i * bs : (i + 1) * bs]
+            yield i, (x[:, idx], y[:, idx], 1.0)
+
+    def _stream_batches(self, epoch, start):
+        """Segments of the training stream; ``start`` counts segments already done this epoch.
+
+        The segment boundaries depend only on the BPTT generator, whose state is checkpointed
+        together with the token offset, so a resumed epoch continues exactly where it stopped.
+        """
+        tr = self.spec.train
+        source = self.streams["train"]
+        if start == 0:
+            self.offset = 0
+            self.hidden = None
+        i = start
+        while self.offset < source.shape[0] - 2:
+            seq_len = sample_bptt_length(self.bptt_rng, tr.bptt) if tr.random_bptt else tr.bptt
+            inp, tgt = get_batch(source, self.offset, seq_len)
+            self.offset += seq_len
+            yield i, (inp, tgt, inp.shape[0] / tr.bptt)
+            i += 1
+
+    # ---- one step -------------------------------------------------------------------------------
+    def train_step(self, batch) -> StepOutput:
+        inp, tgt, scale = batch
+        res = self.model.segment(inp, tgt, None if self.synthetic else self.hidden)
+        if not self.synthetic:
+            self.hidden = self.model.detach_state(res.state)
+        return StepOutput(res.loss_sum, res.tokens, scale if self.spec.train.random_bptt else 1.0,
+                          res.correct, res.bits)
+
+    @torch.no_grad()
+    def evaluate(self, split: str, max_batches: int | None = None) -> dict:
+        self.model.eval()
+        total, tokens, correct, batches = 0.0, 0, 0, 0
+        if self.synthetic:
+            x, y = self.splits[split]
+            bs = self.spec.train.eval_batch_size
+            for i in range(0, x.shape[1], bs):
+                res = self.model.segment(x[:, i : i + bs], y[:, i : i + bs])
+                total, tokens, correct = total + float(res.loss_sum), tokens + res.tokens, correct + res.correct
+                batches += 1
+                if max_batches and batches >= max_batches:
+                    break
+        else:
+            source, hidden = self.streams[split], None
+            for off in range(0, source.shape[0] - 1, self.spec.train.bptt):
+                inp, tgt = get_batch(source, off, self.spec.train.bptt)
+                res = self.model.segment(inp, tgt, hidden)
+                hidden = res.state
+                total, tokens, correct = total + float(res.loss_sum), tokens + res.tokens, correct + res.correct
+                batches += 1
+                if max_batches and batches >= max_batches:
+                    break
+        loss = total / max(tokens, 1)
+        out = {"split": split, "loss": loss, "ppl": math.exp(loss) if loss < 50 else math.inf, "tokens": tokens}
+        if self.reports_accuracy:
+            out["accuracy"] = correct / max(tokens, 1)
+        return out
+
+    # ---- what a checkpoint needs beyond the model ------------------------------------------------
+    def state_dict(self) -> dict:
+        hidden = None
+        if isinstance(self.hidden, RevState):
+            hidden = {"rev": list(self.hidden.ints)}
+        elif self.hidden is not None:
+            hidden = {"base": [list(s) if isinstance(s, tuple) else [s] for s in self.hidden]}
+        return {"offset": getattr(self, "offset", 0), "bptt_rng": _rng_to_plain(self.bptt_rng.getstate()),
+                "hidden": hidden}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.offset = state["offset"]
+        self.bptt_rng.setstate(_rng_from_plain(state["bptt_rng"]))
+        h = state["hidden"]
+        if h is None:
+            self.hidden = None
+        elif "rev" in h:
+            self.hidden = RevState([t.to(self.device) for t in h["rev"]])
+        else:
+            self.hidden = [tuple(t.to(self.device) for t in s) if len(s) == 2 else s[0].to(self.device) for s in h["base"]]
+
+
+def _rng_to_plain(state):
+    version, internal, gauss = state
+    return [version, list(internal), gauss]
+
+
+def _rng_from_plain(plain):
+    version, internal, gauss = plain
+    return (version, tuple(internal), gauss)

@@ -1,0 +1,240 @@
+"""The one training loop, shared by every task (language modelling, translation).
+
+A task (:class:`Task`) supplies batches, a per-batch loss and an evaluation; this loop owns
+everything else, once: SGD with per-batch learning-rate scaling, gradient clipping, the
+non-finite guard, the learning-rate schedule, logging, atomic checkpoints (``last`` and ``best``)
+holding everything needed for an exact resume (model, optimizer, schedule, RNG states, the data
+position and the task's carried state, the logging accumulators), and graceful SIGINT/SIGTERM.
+
+Resuming continues the run so that its metrics are identical to those of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Protocol
+
+import torch
+
+from ..errors import EXIT_NONFINITE, UserError
+from .checkpoint import config_hash, rng_state, save_checkpoint, set_rng_state
+from .config import TrainConfig
+from .metrics import MetricsLogger
+from .progress import Progress
+from .signals import GracefulStop
+
+
+@dataclass
+class StepOutput:
+    loss_sum: torch.Tensor  # summed loss over the batch's targets (the graph root)
+    tokens: int
+    lr_scale: float = 1.0  # e.g. AWD-LSTM's seq_len / bptt
+    correct: int = 0
+    bits: dict = field(default_factory=dict)  # the paper's accounting of this batch, if reversible
+
+
+class Task(Protocol):
+    model: torch.nn.Module
+
+    def epoch_size(self) -> int | None: ...
+    def batches(self, epoch: int, start: int) -> Iterator[tuple[int, Any]]: ...
+    def train_step(self, batch: Any) -> StepOutput: ...
+    def evaluate(self, split: str, max_batches: int | None = None) -> dict: ...
+    def state_dict(self) -> dict: ...
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+class NonFiniteError(UserError):
+    exit_code = EXIT_NONFINITE
+
+
+class Interrupted(Exception):
+    def __init__(self, exit_code: int, checkpoint: Path):
+        super().__init__(f"interrupted; saved {checkpoint}")
+        self.exit_code, self.checkpoint = exit_code, checkpoint
+
+
+@dataclass
+class LoopState:
+    epoch: int = 0
+    position: int = 0  # batches done in the current epoch
+    step: int = 0  # optimizer steps done in total
+    lr: float = 0.0
+    best_val: float = math.inf
+    val_history: list = field(default_factory=list)
+    acc: dict = field(default_factory=dict)  # running sums of the current logging interval
+    finished: bool = False
+
+
+def _interval_zero() -> dict:
+    return {"loss": 0.0, "tokens": 0, "correct": 0, "batches": 0, "gnorm": 0.0, "seconds": 0.0,
+            "normal_bits": 0.0, "used_bits": 0.0, "optimal_bits": 0.0}
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, task: Task, run_dir: Path, config: dict, logger: MetricsLogger,
+                 progress: bool | None = None):
+        self.cfg, self.task, self.run_dir, self.config, self.log = cfg, task, run_dir, config, logger
+        self.progress_enabled = progress
+        self.params = [p for p in task.model.parameters() if p.requires_grad]
+        self.opt = torch.optim.SGD(self.params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        self.state = LoopState(lr=cfg.lr, acc=_interval_zero())
+
+    # ---- checkpoints ----------------------------------------------------------------------------
+    def checkpoint_payload(self) -> dict:
+        s = self.state
+        return {
+            "config": self.config,
+            "config_hash": config_hash(self.config),
+            "model": self.task.model.state_dict(),
+            "optimizer": self.opt.state_dict(),
+            "loop": {"epoch": s.epoch, "position": s.position, "step": s.step, "lr": s.lr, "best_val": s.best_val,
+                     "val_history": list(s.val_history), "acc": dict(s.acc), "finished": s.finished},
+            "task": self.task.state_dict(),
+            "rng": rng_state(),
+        }
+
+    def save(self, name: str) -> Path:
+        path = self.run_dir / f"{name}.pt"
+        save_checkpoint(path, self.checkpoint_payload())
+        return path
+
+    def restore(self, payload: dict) -> None:
+        self.task.model.load_state_dict(payload["model"])
+        self.opt.load_state_dict(payload["optimizer"])
+        loop = payload["loop"]
+        self.state = LoopState(loop["epoch"], loop["position"], loop["step"], loop["lr"], loop["best_val"],
+                               list(loop["val_history"]), dict(loop["acc"]), loop.get("finished", False))
+        self.task.load_state_dict(payload["task"])
+        set_rng_state(payload["rng"])
+
+    # ---- the loop -------------------------------------------------------------------------------
+    def fit(self) -> dict:
+        cfg, s = self.cfg, self.state
+        with GracefulStop() as stop:
+            while s.epoch < cfg.epochs and not s.finished:
+                size = self.task.epoch_size()
+                if cfg.steps_per_epoch:
+                    size = min(size or cfg.steps_per_epoch, cfg.steps_per_epoch)
+                with Progress(size, f"epoch {s.epoch + 1}/{cfg.epochs}", self.progress_enabled) as bar:
+                    bar.update(s.position)
+                    for i, batch in self.task.batches(s.epoch, s.position):
+                        if cfg.steps_per_epoch and i >= cfg.steps_per_epoch:
+                            break
+                        self._train_step(batch, i, bar)
+                        if stop.requested:
+                            raise Interrupted(stop.exit_code, self.save("last"))
+                        if cfg.max_steps and s.step >= cfg.max_steps:
+                            self.save("last")
+                            return self._summary(stopped="max_steps")
+                self._end_epoch()
+        return self._summary(stopped="finished")
+
+    def _train_step(self, batch, i: int, bar: Progress) -> None:
+        cfg, s, acc = self.cfg, self.state, self.state.acc
+        t0 = time.perf_counter()
+        self.task.model.train()
+        out = self.task.train_step(batch)
+        loss = out.loss_sum / max(out.tokens, 1)
+        if not torch.isfinite(loss.detach()):
+            raise NonFiniteError(f"non-finite training loss at epoch {s.epoch + 1}, step {s.step + 1}; "
+                                 f"stopped without updating (last good checkpoint: {self.run_dir / 'last.pt'})")
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        gnorm = torch.nn.utils.clip_grad_norm_(self.params, cfg.clip if cfg.clip > 0 else math.inf)
+        if not math.isfinite(float(gnorm)):
+            raise NonFiniteError(f"non-finite gradient norm at epoch {s.epoch + 1}, step {s.step + 1}; "
+                                 "stopped without updating")
+        for group in self.opt.param_groups:
+            group["lr"] = s.lr * out.lr_scale
+        self.opt.step()
+        for group in self.opt.param_groups:
+            group["lr"] = s.lr
+        s.step += 1
+        s.position = i + 1
+        acc["loss"] += float(out.loss_sum.detach())
+        acc["tokens"] += out.tokens
+        acc["correct"] += out.correct
+        acc["batches"] += 1
+        acc["gnorm"] += float(gnorm)
+        acc["seconds"] += time.perf_counter() - t0
+        for k in ("normal_bits", "used_bits", "optimal_bits"):
+            acc[k] += float(out.bits.get(k, 0.0))
+        bar.update(1, loss=float(loss), lr=s.lr)
+        if s.step % cfg.log_interval == 0:
+            self._log_interval()
+        if cfg.checkpoint_every and s.step % cfg.checkpoint_every == 0:
+            self.save("last")
+
+    def _log_interval(self) -> None:
+        s, acc = self.state, self.state.acc
+        if not acc["batches"]:
+            return
+        loss = acc["loss"] / max(acc["tokens"], 1)
+        rec = {"event": "train", "epoch": s.epoch + 1, "step": s.step, "loss": loss, "ppl": _ppl(loss), "lr": s.lr,
+               "grad_norm": acc["gnorm"] / acc["batches"], "tokens_per_s": acc["tokens"] / max(acc["seconds"], 1e-9)}
+        if self.task_reports_accuracy():
+            rec["accuracy"] = acc["correct"] / max(acc["tokens"], 1)
+        rec.update(memory_ratios(acc))
+        self.log.log(rec)
+        s.acc = _interval_zero()
+
+    def task_reports_accuracy(self) -> bool:
+        return bool(getattr(self.task, "reports_accuracy", False))
+
+    def _end_epoch(self) -> None:
+        cfg, s = self.cfg, self.state
+        self._log_interval()
+        val = self.task.evaluate("valid", cfg.eval_batches)
+        s.val_history.append(val["loss"])
+        improved = val["loss"] < s.best_val
+        if improved:
+            s.best_val = val["loss"]
+        self.log.log({"event": "valid", "epoch": s.epoch + 1, "step": s.step, "lr": s.lr, "best": improved, **val})
+        s.lr = self._schedule(s.lr, s.val_history)
+        s.epoch += 1
+        s.position = 0
+        if cfg.min_lr and s.lr < cfg.min_lr:
+            s.finished = True
+        if improved:
+            self.save("best")
+        self.save("last")
+
+    def _schedule(self, lr: float, history: list[float]) -> float:
+        cfg = self.cfg
+        if cfg.schedule == "plateau":
+            # the paper code's (AWD-LSTM's) rule: after more than `nonmono` epochs, divide when the
+            # loss is worse than the best of all but the last `nonmono` epochs
+            if len(history) > cfg.nonmono and history[-1] > min(history[: -cfg.nonmono] or [math.inf]):
+                return lr / cfg.lr_decay
+        elif cfg.schedule == "halve_on_rise":
+            if len(history) > 1 and history[-1] > history[-2]:
+                return lr / cfg.lr_decay
+        return lr
+
+    def _summary(self, stopped: str) -> dict:
+        s = self.state
+        return {"event": "end", "stopped": stopped, "epochs": s.epoch, "steps": s.step, "lr": s.lr,
+                "best_valid_loss": s.best_val, "best_valid_ppl": _ppl(s.best_val), "run_dir": str(self.run_dir)}
+
+
+def memory_ratios(bits: dict) -> dict:
+    """The paper's ratios (digest §4): normal/used ("actual") and normal/optimal, and used/optimal."""
+    normal, used, optimal = bits.get("normal_bits", 0), bits.get("used_bits", 0), bits.get("optimal_bits", 0)
+    if not normal or not used:
+        return {}
+    out = {"ratio_used": normal / used}
+    if optimal:
+        out["ratio_optimal"] = normal / optimal
+        out["used_over_optimal"] = used / optimal
+    return out
+
+
+def _ppl(loss: float) -> float:
+    return math.exp(loss) if loss < 50 else math.inf
+
+
+__all__ = ["Interrupted", "LoopState", "NonFiniteError", "StepOutput", "Task", "Trainer", "memory_ratios"]

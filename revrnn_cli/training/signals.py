@@ -1,0 +1,79 @@
+"""Turn Ctrl-C / SIGTERM into "finish this step, save, exit" instead of losing the run.
+
+Python's default SIGINT handler raises ``KeyboardInterrupt`` wherever the main thread happens to
+be, e.g. half-way through an optimizer step or inside ``torch.save``; the state left behind is not
+safe to checkpoint. Schedulers (Slurm, Kubernetes) send SIGTERM and then SIGKILL after a grace
+period, and SIGTERM's default action kills the process without saving anything.
+
+:class:`GracefulStop` records the first signal and lets the training loop poll ``.requested`` at a
+step boundary, where the state is consistent. A second signal means the user does not want to
+wait, so it raises ``KeyboardInterrupt`` at once.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from types import FrameType, TracebackType
+from typing import Any
+
+from ..console import err
+from ..errors import EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM
+
+__all__ = ["GracefulStop"]
+
+_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_EXIT_CODES = {signal.SIGINT: EXIT_SIGINT, signal.SIGTERM: EXIT_SIGINT}
+
+
+class GracefulStop:
+    """Context manager: SIGINT/SIGTERM request a stop at the next step boundary.
+
+    Usage::
+
+        with GracefulStop() as stop:
+            for step in ...:
+                train_step()
+                if stop.requested:
+                    save_checkpoint(...)
+                    raise typer.Exit(stop.exit_code)
+
+    Handlers can only be installed from the main thread; elsewhere (e.g. a test runner thread) the
+    context manager installs nothing and ``requested`` stays False. The previous handlers are
+    restored on exit, also when the body raises.
+    """
+
+    def __init__(self) -> None:
+        self.requested: bool = False
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    @property
+    def exit_code(self) -> int:
+        """130 after SIGINT, 143 after SIGTERM (shell convention 128 + signal), 0 if no signal came."""
+        if self.signum is None:
+            return EXIT_OK
+        return _EXIT_CODES.get(self.signum, 128 + int(self.signum))
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        self.signum = signum
+        name = signal.Signals(signum).name
+        err.print(f"revrnn: {name} received: finishing the current step, then saving "
+                  "(press Ctrl-C again to abort)", markup=False, highlight=False, soft_wrap=True)
+
+    def __enter__(self) -> GracefulStop:
+        if threading.current_thread() is threading.main_thread():
+            for sig in _SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        for sig, previous in self._previous.items():
+            # None means the previous handler was installed from C and cannot be reinstated from
+            # python; the default action is the closest faithful choice.
+            signal.signal(sig, previous if previous is not None else signal.SIG_DFL)
+        self._previous.clear()

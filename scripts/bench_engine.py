@@ -1,0 +1,93 @@
+"""Time one training step of a reversible stack in `reverse` and `store` mode against nn.LSTM / nn.GRU.
+
+    python scripts/bench_engine.py                      # 2-layer RevLSTM, 650 units, batch 20, 70 steps
+    python scripts/bench_engine.py --cell revgru --json
+
+One intra-op thread (on a busy 2-core machine two threads make timings swing up to 100x), every
+variant timed in the same process, interleaved round by round, and the median of the rounds kept:
+ratios measured this way are stable even when absolute times drift. A "training step" is forward
+plus backward of the same loss on the same input (the loss on every output, as a language model's).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from revrnn_cli.engine import RevGRU, RevLSTM  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cell", choices=["revlstm", "revgru"], default="revlstm")
+    ap.add_argument("--layers", type=int, default=2)
+    ap.add_argument("--hidden", type=int, default=650)
+    ap.add_argument("--batch", type=int, default=20)
+    ap.add_argument("--steps", type=int, default=70)
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    H, B, T = args.hidden, args.batch, args.steps
+    rev = (RevLSTM if args.cell == "revlstm" else RevGRU)(H, H, args.layers, max_forget_bits=3)
+    base = (torch.nn.LSTM if args.cell == "revlstm" else torch.nn.GRU)(H, H, args.layers)
+    x = torch.randn(T, B, H)
+    proj = torch.randn(H)
+
+    def rev_step(mode):
+        def run():
+            rev.backprop = mode
+            rev.zero_grad(set_to_none=True)
+            y, _ = rev(x.requires_grad_(False))
+            (y @ proj).sum().backward()
+        return run
+
+    def base_step():
+        base.zero_grad(set_to_none=True)
+        y, _ = base(x)
+        (y @ proj).sum().backward()
+
+    variants = {"reverse": rev_step("reverse"), "store": rev_step("store"), "baseline": base_step}
+    for fn in variants.values():  # warm-up: allocator, MKL packing
+        fn()
+    times = {k: [] for k in variants}
+    for _ in range(args.rounds):
+        for k, fn in variants.items():
+            t0 = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t0)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    baseline = "nn.LSTM" if args.cell == "revlstm" else "nn.GRU"
+    result = {
+        "config": f"{args.cell} {args.layers}x{H}, batch {B}, {T} steps, 1 thread, torch {torch.__version__}",
+        "reverse_ms": 1e3 * med["reverse"],
+        "store_ms": 1e3 * med["store"],
+        f"{baseline}_ms": 1e3 * med["baseline"],
+        "reverse_over_store": med["reverse"] / med["store"],
+        f"reverse_over_{baseline}": med["reverse"] / med["baseline"],
+        f"store_over_{baseline}": med["store"] / med["baseline"],
+        "rounds": args.rounds,
+    }
+    if args.json:
+        print(json.dumps(result))
+        return
+    print(result["config"])
+    print(f"{'variant':<10} {'ms / training step (median)':>28}")
+    for k, label in (("reverse", "reverse"), ("store", "store"), ("baseline", baseline)):
+        print(f"{label:<10} {1e3 * med[k]:>28.1f}")
+    print(f"reverse / store     {result['reverse_over_store']:.2f}x   (ideal about 4/3; target <= 1.5)")
+    print(f"reverse / {baseline:<9} {result[f'reverse_over_{baseline}']:.2f}x   (target <= 2)")
+    print(f"store / {baseline:<11} {result[f'store_over_{baseline}']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
