@@ -1,5 +1,6 @@
 # Set-up and common tasks. Everything installs into .venv, so a fresh clone needs only python3.
-#   make run    install, then run the default job (verify-reversal on a small RevGRU and RevLSTM)
+#   make run    install, then train the quickstart (a RevLSTM on the synthetic repeat task, offline)
+#   make verify install, then check exact reversal of a default RevGRU and RevLSTM
 #   make test   install, then run the test suite
 #   make bench  install, then time reverse vs store vs nn.LSTM (see docs/results.md)
 PYTHON ?= python3
@@ -10,7 +11,7 @@ PY     := $(VENV)/bin/python
 TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test bench clean
+.PHONY: install run verify test bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +23,9 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 run: $(STAMP)
+	$(VENV)/bin/revrnn train experiments/quickstart.yaml
+
+verify: $(STAMP)
 	$(VENV)/bin/revrnn verify-reversal
 
 test: $(STAMP)

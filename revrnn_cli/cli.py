@@ -157,9 +157,9 @@ _VERIFY_ROWS = [
 def _print_verify_table(reports: list[dict]) -> None:
     t = Table(title="revrnn verify-reversal", title_justify="left")
     t.add_column("")
-    for i, r in enumerate(reports):
-        t.add_column(escape(r["description"].replace(" in=", "\nin=")) if len(reports) > 1 else escape(r["description"]),
-                     justify="right")
+    for r in reports:
+        label = r["description"].replace(" in=", "\nin=") if len(reports) > 1 else r["description"]
+        t.add_column(escape(label), justify="right")
     for label, key in _VERIFY_ROWS:
         t.add_row(label, *[fmt(r.get(key)) for r in reports])
     err.print(t)

@@ -53,7 +53,7 @@ def validation_message(exc, prefix: str, flags: dict[str, str] | None = None, mo
         msg = "unknown key" + (f" (allowed: {', '.join(allowed)})" if allowed else "")
     else:
         msg = msg.removeprefix("Value error, ")
-        if "input" in first and kind != "missing" and "got" not in msg:
+        if "input" in first and kind != "missing" and "got" not in msg and not isinstance(first["input"], (dict, list)):
             msg += f", got {first['input']!r}"
     if flags and loc and loc[0] in flags:
         key = flags[loc[0]]

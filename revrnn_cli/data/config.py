@@ -38,7 +38,8 @@ class DataConfig(BaseModel):
     @model_validator(mode="after")
     def _synthetic_fields(self):
         if not self.synthetic:
-            stray = sorted(set(_SYNTHETIC_ONLY) & self.model_fields_set)
+            defaults = {k: DataConfig.model_fields[k].default for k in _SYNTHETIC_ONLY}
+            stray = sorted(k for k in _SYNTHETIC_ONLY if getattr(self, k) != defaults[k])
             if stray:
                 raise ValueError(f"{stray[0]} only applies to the synthetic data sets {SYNTHETIC_TASKS}, "
                                  f"not to {self.dataset}")

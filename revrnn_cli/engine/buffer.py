@@ -46,6 +46,7 @@ _SHIFT_W = torch.tensor(WORD_BITS, **_I32)
 _SHIFT_F = torch.tensor(FORGET_FRAC_BITS, **_I32)
 _LOW_F = torch.tensor(FORGET_ONE - 1, **_I32)
 _FLOOR = torch.tensor(HEAD_FLOOR, **_I32)
+_QH_LIMIT = 1 << (31 - FORGET_FRAC_BITS)  # |floor(h / 1024)| for any int32 h
 
 
 class InformationBuffer:
@@ -70,6 +71,7 @@ class InformationBuffer:
         self._zprod = torch.ones(self.shape, dtype=torch.float64, device=self.device) if track_optimal else None
         self._optimal_bits = torch.zeros((), dtype=torch.float64, device=self.device)
         self._since_fold = 0
+        self._qmin = self._qmax = None
 
     # ---- the byte stack -------------------------------------------------------------------------
     def _push(self, values: torch.Tensor) -> None:
@@ -110,7 +112,8 @@ class InformationBuffer:
         self.multiplications += 1
         if z is not None and self._zprod is not None:
             self._track(z)
-        return torch.addcmul(X, (h >> _SHIFT_F) - q, Z)  # (h >> 10) Z + (X mod Z)
+        # (h >> 10) Z + (X mod Z): every intermediate fits int32 (|h >> 10| Z <= 2^31, q Z <= X < 2^28)
+        return torch.addcmul(torch.addcmul(X, q, Z, value=-1), h >> _SHIFT_F, Z)
 
     def _track(self, z: torch.Tensor) -> None:
         """Accumulate prod z in float64 and fold -log2 of it every 32 multiplications (<= 320 bits,
@@ -167,6 +170,15 @@ class InformationBuffer:
             head = head.masked_scatter(need, torch.masked_select(head, need).mul_(1 << WORD_BITS).add_(low))
         self.head = head
         self.multiplications -= 1
+        # A correct reversal has |qh| < 2^21 (it is floor(h_old / 1024)). A corrupted one can leave
+        # that range, where qh * 1024 would wrap and could even hide the corruption: track the
+        # extremes (no sync) and let the final emptiness check report it.
+        lo, hi = torch.aminmax(qh)
+        if self._qmin is None:
+            self._qmin, self._qmax = lo, hi
+        else:
+            torch.minimum(self._qmin, lo, out=self._qmin)
+            torch.maximum(self._qmax, hi, out=self._qmax)
         return torch.add(X & _LOW_F, qh, alpha=FORGET_ONE)
 
     # ---- sealing the heads between forward and backward -----------------------------------------
@@ -220,7 +232,8 @@ class InformationBuffer:
         """True when every bit has been given back: nothing stacked and every head at its floor."""
         if self._sealed is not None:
             self.unseal()
-        return self._pos == 0 and bool((self.head == HEAD_FLOOR).all())
+        in_range = self._qmin is None or (int(self._qmin) >= -_QH_LIMIT and int(self._qmax) < _QH_LIMIT)
+        return in_range and self._pos == 0 and bool((self.head == HEAD_FLOOR).all())
 
     def check_empty(self, where: str = "reversal") -> None:
         if not self.is_empty():

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from .cells import CELLS
-from .fixed_point import ALLOWED_FORGET_BITS, to_float
+from .fixed_point import ALLOWED_FORGET_BITS, check_finite, to_float
 from .reversible import Plan, ReverseSequence, SequenceRun, bit_stats, effective_weights, forward_steps, make_buffers, store_steps
 
 BACKPROP_MODES = ("reverse", "store")
@@ -79,6 +79,8 @@ class ReversibleRNN(nn.Module):
             raise ValueError(f"max_forget_bits must be one of {ALLOWED_FORGET_BITS}, got {max_forget_bits!r}")
         if num_layers < 1:
             raise ValueError(f"num_layers must be at least 1, got {num_layers}")
+        if not isinstance(chunk, int) or chunk < 1:
+            raise ValueError(f"chunk must be a positive integer, got {chunk!r}")
         for name, p in (("dropout", dropout), ("weight_drop", weight_drop)):
             if not 0.0 <= p < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {p}")
@@ -134,7 +136,7 @@ class ReversibleRNN(nn.Module):
     def forward(self, x: torch.Tensor, state: RevState | None = None) -> tuple[torch.Tensor, RevState]:
         if x.dim() != 3 or x.shape[2] != self.input_size:
             raise ValueError(f"expected input [T, B, {self.input_size}], got {list(x.shape)}")
-        T, B = x.shape[0], x.shape[1]
+        B = x.shape[1]
         if state is None:
             state = self.initial_state(B, x.device)
         masks, wmasks = self.sample_masks(B, x.device, x.dtype)
@@ -156,6 +158,7 @@ class ReversibleRNN(nn.Module):
 
     def _forward_direct(self, x, state, h0, masks, wmasks, flat, grad):
         """Store mode with autograd, or a plain exact forward without it."""
+        check_finite([("input", x)] + [(f"weight {i}", w) for i, w in enumerate(flat)], self._name())
         weights = effective_weights(self.cells, flat, wmasks)
         plan = Plan(list(self.cells), weights, masks, make_buffers(self.cells, x.shape[1], x.device),
                     self.chunk, self._name())

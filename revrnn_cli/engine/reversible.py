@@ -35,6 +35,15 @@ from .fixed_point import ReversalError, check_finite, check_state_range, to_floa
 Tensor = torch.Tensor
 XChunk = Callable[[int, int], Tensor]
 
+CHECK_EVERY = 16
+"""Steps between state-range checks; the check's margin covers this many maximal updates, so it is
+as safe as checking every step (:func:`~revrnn_cli.engine.fixed_point.check_state_range`)."""
+
+
+def _check_range(blocks, name: str, layer: int, step: int) -> None:
+    for blk in blocks:
+        check_state_range(blk, CHECK_EVERY, f"{name}, layer {layer}, step {step}")
+
 
 @dataclass
 class Plan:
@@ -110,8 +119,8 @@ def forward_steps(plan: Plan, state: list, steps: int, x_chunk: XChunk,
                     cell.output(state[l], out=Y[t - a])
                 if on_state is not None:
                     on_state(l, t, state[l])
-            for blk in state[l]:
-                check_state_range(blk, plan.chunk, f"{plan.name}, layer {l}, step {b - 1}")
+                if (t + 1) % CHECK_EVERY == 0 or t == b - 1:
+                    _check_range(state[l], plan.name, l, t)
             if l < top:
                 X = plan.next_input(l, Y)
         if on_output is not None:
@@ -163,7 +172,7 @@ def _backward_chunk(plan, a, b, inputs, saved, Y_top, dstate, dy_chunk, dx_chunk
     cells = plan.cells
     dY = dy_chunk(a, b, Y_top) if dy_chunk is not None else None
     for l in range(len(cells) - 1, -1, -1):
-        cell, (wx, bx, *Wh), sv = cells[l], plan.weights[l], saved[l]
+        cell, (wx, _, *Wh), sv = cells[l], plan.weights[l], saved[l]
         h2 = cell.half
         dXP = inputs[l].new_empty(b - a, inputs[l].shape[1], wx.shape[1])
         for t in range(b - 1, a - 1, -1):
@@ -201,8 +210,8 @@ def store_steps(plan: Plan, state: list, state_f: list, steps: int, x_chunk: XCh
             for t in range(a, b):
                 state[l], state_f[l] = cell.store_step(XP[t - a], state[l], state_f[l], Wh, plan.buffers[l])
                 outs.append(torch.cat((state_f[l][0], state_f[l][1]), 1))
-            for blk in state[l]:
-                check_state_range(blk, plan.chunk, f"{plan.name}, layer {l}, step {b - 1}")
+                if (t + 1) % CHECK_EVERY == 0 or t == b - 1:
+                    _check_range(state[l], plan.name, l, t)
             Y = torch.stack(outs)
             X = plan.next_input(l, Y) if l < top else Y
         on_output(a, b, X)

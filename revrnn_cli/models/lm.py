@@ -72,8 +72,11 @@ class LMConfig(BaseModel):
                 if getattr(self, name) % 2:
                     raise ValueError(f"{name} must be even for a reversible cell (the state is split in halves), "
                                      f"got {getattr(self, name)}")
-        elif not self.forget:
-            raise ValueError(f"forget=false (no-forgetting variant) needs a reversible cell, not {self.cell}")
+        else:
+            if not self.forget:
+                raise ValueError(f"forget=false (no-forgetting variant) needs a reversible cell, not {self.cell}")
+            if self.max_forget_bits != LMConfig.model_fields["max_forget_bits"].default:
+                raise ValueError(f"max_forget_bits applies to reversible cells (revgru, revlstm), not to {self.cell}")
         return self
 
 

@@ -23,7 +23,7 @@ from ..errors import EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM
 __all__ = ["GracefulStop"]
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
-_EXIT_CODES = {signal.SIGINT: EXIT_SIGINT, signal.SIGTERM: EXIT_SIGINT}
+_EXIT_CODES = {signal.SIGINT: EXIT_SIGINT, signal.SIGTERM: EXIT_SIGTERM}
 
 
 class GracefulStop:
