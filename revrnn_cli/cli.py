@@ -218,6 +218,79 @@ def evaluate_cmd(
     _print_summary(f"evaluation of {result['checkpoint']} on {split}", result)
 
 
+@app.command("memprofile")
+def memprofile_cmd(
+    spec: Optional[Path] = typer.Argument(None, help="Experiment spec (default: a 2-layer RevLSTM LM, 650 units)."),
+    seq_len: str = typer.Option("35,70,140,280", "--seq-len", help="Comma-separated sequence lengths."),
+    batch: Optional[int] = typer.Option(None, "--batch", min=1, help="Batch size [spec's train.batch_size]."),
+    modes: str = typer.Option("bptt,checkpoint,store,reverse", "--modes", help="Comma-separated subset of the modes."),
+    set_: list[str] = typer.Option([], "--set", help="Override a spec value (repeatable)."),
+    repeats: int = typer.Option(1, "--repeats", min=1, help="Timed steps per row (median)."),
+    no_peak: bool = typer.Option(False, "--no-peak", help="Skip the peak-memory subprocesses (faster)."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Draw memory against T per mode to this PNG."),
+    json_out: bool = typer.Option(False, "--json", help="One JSON object per row on stdout."),
+):
+    """Activation memory of one training step: paper accounting, bytes kept, measured peak, time."""
+    from .memory.profile import MODES, growth_per_step, profile_row
+    from .runner import pick_device
+    from .spec import load_spec
+
+    try:
+        lengths = [int(v) for v in seq_len.split(",") if v.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"{seq_len!r} is not a comma-separated list of integers", param_hint="'--seq-len'")
+    if not lengths or min(lengths) < 1:
+        raise typer.BadParameter("sequence lengths must be positive integers", param_hint="'--seq-len'")
+    chosen = [m.strip() for m in modes.split(",") if m.strip()]
+    bad = [m for m in chosen if m not in MODES]
+    if bad or not chosen:
+        raise typer.BadParameter(f"{','.join(bad) or modes!r} not among {', '.join(MODES)}", param_hint="'--modes'")
+    base = None if spec else DEFAULT_MEMPROFILE_SPEC
+    parsed, _ = load_spec(spec, set_, base=base)
+    if not parsed.model.reversible and {"store", "reverse"} & set(chosen):
+        raise UserError(f"{spec}: modes store and reverse need a reversible cell (model.cell revgru or revlstm)")
+    device = pick_device(parsed.device)
+    B = batch or parsed.train.batch_size
+    rows = []
+    for T in lengths:
+        for mode in chosen:
+            with err.status(f"memprofile: {mode} T={T} ...") if err.is_terminal else _null():
+                row = profile_row(mode, parsed, T, B, device, repeats, measure_peak=not no_peak)
+            rows.append(row)
+            if json_out:
+                emit_json(row)
+    _print_memprofile(rows, growth_per_step(rows))
+    if plot is not None:
+        from .memory.plot import plot_rows
+
+        err.print(f"plot written to {plot_rows(rows, plot)}")
+
+
+DEFAULT_MEMPROFILE_SPEC = {"name": "memprofile", "data": {"dataset": "ptb"},
+                           "model": {"cell": "revlstm", "emb_size": 650, "hidden_size": 650, "layers": 2}}
+
+
+def _mib(v):
+    return None if v is None else v / 2**20
+
+
+def _print_memprofile(rows: list[dict], slopes: dict) -> None:
+    t = Table(title="revrnn memprofile (one training step)", title_justify="left")
+    for col in ("T", "mode", "normal/used", "normal/opt", "used/opt", "kept MiB", "peak MiB", "step s", "tok/s"):
+        t.add_column(col, justify="left" if col == "mode" else "right")
+    for r in rows:
+        t.add_row(fmt(r["seq_len"]), r["mode"], fmt(r.get("ratio_used")), fmt(r.get("ratio_optimal")),
+                  fmt(r.get("used_over_optimal")), fmt(_mib(r.get("saved_bytes"))), fmt(_mib(r.get("peak_step_bytes"))),
+                  fmt(r.get("step_seconds")), fmt(r.get("tokens_per_s")))
+    err.print(t)
+    if slopes:
+        parts = [f"{m} {fmt(v)}" for m, v in sorted(slopes.items(), key=lambda kv: -kv[1])]
+        err.print("bytes kept per extra time step: " + ", ".join(parts))
+    for r in rows:
+        if "error" in r:
+            fail(escape(f"peak memory of {r['mode']} at T={r['seq_len']}: {r['error']}"))
+
+
 def _print_summary(title: str, values: dict) -> None:
     t = Table(title=escape(title), title_justify="left", show_header=False)
     t.add_column("")

@@ -10,6 +10,8 @@ import sys
 from rich.console import Console
 
 err = Console(stderr=True, highlight=False)
+if not err.is_terminal:  # logs and pipes: no wrapping of tables at the default 80 columns
+    err = Console(stderr=True, highlight=False, width=160)
 
 
 def _clean(obj):

@@ -23,7 +23,8 @@ from .errors import UserError
 from .spec import ExperimentSpec, load_spec
 from .tasks.lm import LMTask
 from .training.checkpoint import check_compatible, config_hash, load_checkpoint
-from .training.loop import Trainer, memory_ratios
+from .memory.accounting import memory_ratios
+from .training.loop import Trainer
 from .training.metrics import MetricsLogger
 from .training.rundir import environment_record, make_run_dir, write_config, write_environment
 

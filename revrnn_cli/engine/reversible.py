@@ -259,6 +259,7 @@ class ReverseSequence(torch.autograd.Function):
         forward_steps(plan, state, T, lambda a, b: x[a:b], on_output=write)
         run.stats.update(bit_stats(plan, run.cells, T, B))
         plan.seal()
+        run.stats["kept_bytes"] = kept_bytes(plan, state, run.masks, run.weight_masks or [])
         run.hT = state
         ctx.run, ctx.final, ctx.buffers = run, [list(s) for s in state], plan.buffers
         ctx.save_for_backward(x, *flat)
@@ -319,6 +320,18 @@ def raw_weight_grads(dW: list[list[Tensor]], weight_masks=None) -> list[Tensor]:
     return flat
 
 
+def kept_bytes(plan: Plan, state: list, *extra) -> int:
+    """Bytes a reverse-mode forward keeps outside autograd's saved tensors: the buffers (as
+    allocated), the final int state and per-sequence tensors such as dropout masks and token ids."""
+    total = sum(b.allocated_bytes for b in plan.buffers if b is not None)
+    total += sum(t.numel() * t.element_size() for blocks in state for t in blocks)
+    for group in extra:
+        for t in (group if isinstance(group, (list, tuple)) else [group]):
+            if isinstance(t, Tensor):
+                total += t.numel() * t.element_size()
+    return total
+
+
 def check_recovered(plan: Plan, state: list, h0: list, name: str) -> None:
     """Raise :class:`ReversalError` unless every buffer is empty and the initial state is back."""
     for b in plan.buffers:
@@ -332,7 +345,9 @@ def check_recovered(plan: Plan, state: list, h0: list, name: str) -> None:
 
 def bit_stats(plan: Plan, cells, steps: int, batch: int) -> dict:
     """The paper's accounting for this sequence (digest §4): normal, used and optimal bits."""
-    normal = sum(32 * steps * batch * c.hidden_size * (2 if c.n_blocks == 4 else 1) for c in cells)
+    from ..memory.accounting import normal_bits
+
+    normal = normal_bits([c.hidden_size for c in cells], steps, batch, lstm=cells[0].n_blocks == 4)
     used = sum(b.used_bits for b in plan.buffers if b is not None)
     bufs = [b for b in plan.buffers if b is not None]
     optimal = sum(b.optimal_bits for b in bufs)
@@ -348,6 +363,7 @@ __all__ = [
     "check_recovered",
     "effective_weights",
     "forward_steps",
+    "kept_bytes",
     "make_buffers",
     "raw_weight_grads",
     "reverse_steps",

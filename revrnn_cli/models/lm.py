@@ -26,7 +26,8 @@ from torch import nn
 
 from ..engine.fixed_point import ALLOWED_FORGET_BITS
 from ..engine.layers import RevState, ReversibleRNN
-from ..engine.reversible import bit_stats, build_plan, check_recovered, forward_steps, raw_weight_grads, reverse_steps
+from ..engine.reversible import (bit_stats, build_plan, check_recovered, forward_steps, kept_bytes, raw_weight_grads,
+                                 reverse_steps)
 from .baseline import BaselineRNN
 from .dropout import embed, embed_grad, embedding_row_mask, locked_mask
 
@@ -203,6 +204,8 @@ class _ReversibleLMLoss(torch.autograd.Function):
         forward_steps(plan, state, T, x_chunk, on_output=on_output)
         run.stats.update(bit_stats(plan, run.cells, T, B))
         plan.seal()
+        run.stats["kept_bytes"] = kept_bytes(plan, state, run.masks, run.weight_masks or [], run.tokens, run.targets,
+                                             run.row_mask, run.in_mask, run.out_mask)
         run.hT = state
         ctx.run, ctx.final, ctx.buffers = run, [list(s) for s in state], plan.buffers
         ctx.save_for_backward(emb_w, dec_b, *flat)

@@ -20,6 +20,7 @@ from typing import Any, Iterator, Protocol
 import torch
 
 from ..errors import EXIT_NONFINITE, UserError
+from ..memory.accounting import memory_ratios
 from .checkpoint import config_hash, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig
 from .metrics import MetricsLogger
@@ -219,18 +220,6 @@ class Trainer:
         s = self.state
         return {"event": "end", "stopped": stopped, "epochs": s.epoch, "steps": s.step, "lr": s.lr,
                 "best_valid_loss": s.best_val, "best_valid_ppl": _ppl(s.best_val), "run_dir": str(self.run_dir)}
-
-
-def memory_ratios(bits: dict) -> dict:
-    """The paper's ratios (digest §4): normal/used ("actual") and normal/optimal, and used/optimal."""
-    normal, used, optimal = bits.get("normal_bits", 0), bits.get("used_bits", 0), bits.get("optimal_bits", 0)
-    if not normal or not used:
-        return {}
-    out = {"ratio_used": normal / used}
-    if optimal:
-        out["ratio_optimal"] = normal / optimal
-        out["used_over_optimal"] = used / optimal
-    return out
 
 
 def _ppl(loss: float) -> float:

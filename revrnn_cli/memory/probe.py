@@ -1,0 +1,48 @@
+"""Subprocess used by :func:`revrnn_cli.memory.measure.peak_step_bytes`: build, optionally step, report.
+
+    python -m revrnn_cli.memory.probe '{"config": {...}, "mode": "reverse", "steps": 70, "batch": 20,
+                                        "device": "cpu", "step": true}'
+
+Prints one JSON line: the process's peak resident set (CPU) or the allocator's peak during the step
+(CUDA). A fresh process per measurement, because a process's peak RSS can never go back down.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+
+import torch
+
+
+def main(argv: list[str]) -> None:
+    args = json.loads(argv[0])
+    torch.set_num_threads(1)
+    from ..spec import ExperimentSpec
+    from .profile import build_model, make_batch, training_step, vocab_size
+
+    spec = ExperimentSpec.model_validate(args["config"])
+    device = torch.device(args["device"])
+    vocab = vocab_size(spec)
+    torch.manual_seed(spec.seed)
+    model = build_model(args["mode"], spec, vocab, device)
+    tokens, targets = make_batch(vocab, args["steps"], args["batch"], spec.seed, device)
+    out = {}
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        if args["step"]:
+            training_step(args["mode"], model, tokens, targets)
+            torch.cuda.synchronize()
+        out["peak_step_bytes"] = torch.cuda.max_memory_allocated(device) - before
+    else:
+        if args["step"]:
+            training_step(args["mode"], model, tokens, targets)
+        out["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
