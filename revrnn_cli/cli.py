@@ -26,8 +26,8 @@ from rich.table import Table
 from . import __version__
 from .console import emit_json, err, fail, fmt
 from .data.errors import DataError
-from .engine.fixed_point import FixedPointError
-from .errors import EXIT_CHECK_FAILED, EXIT_DATA, EXIT_NUMERIC, EXIT_OK, EXIT_SIGINT, EXIT_USAGE, UserError
+from .engine.fixed_point import FixedPointError, NonFiniteError
+from .errors import EXIT_CHECK_FAILED, EXIT_DATA, EXIT_NONFINITE, EXIT_NUMERIC, EXIT_OK, EXIT_SIGINT, EXIT_USAGE, UserError
 from .training.loop import Interrupted
 from .spec import load_yaml, validation_message
 
@@ -146,7 +146,8 @@ class _null:
 _VERIFY_ROWS = [
     ("exact", "exact"), ("states checked", "states_checked"), ("states mismatched", "states_mismatched"),
     ("max state error", "max_state_error"), ("buffers empty", "buffers_empty"),
-    ("max rel. grad diff", "max_relative_grad_diff"), ("losses equal", "losses_equal"),
+    ("max rel. grad diff", "max_relative_grad_diff"), ("grad angle (degrees)", "grad_angle_degrees"),
+    ("losses equal", "losses_equal"),
     ("normal bits", "normal_bits"), ("used bits", "used_bits"), ("optimal bits", "optimal_bits"),
     ("used / optimal", "used_over_optimal"), ("normal / used", "ratio_used"), ("normal / optimal", "ratio_optimal"),
     ("forward s", "forward_seconds"), ("reverse s", "reverse_seconds"),
@@ -228,10 +229,15 @@ def memprofile_cmd(
     repeats: int = typer.Option(1, "--repeats", min=1, help="Timed steps per row (median)."),
     no_peak: bool = typer.Option(False, "--no-peak", help="Skip the peak-memory subprocesses (faster)."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Draw memory against T per mode to this PNG."),
+    extrapolate: Optional[int] = typer.Option(None, "--extrapolate", min=1,
+                                              help="Also predict each mode's kept memory at this T from the fit."),
     json_out: bool = typer.Option(False, "--json", help="One JSON object per row on stdout."),
 ):
-    """Activation memory of one training step: paper accounting, bytes kept, measured peak, time."""
-    from .memory.profile import MODES, growth_per_step, profile_row
+    """Activation memory of one training step: paper accounting, bytes kept, measured peak, time.
+
+    Lengths run in increasing order; a mode whose kept memory, extrapolated from the shorter
+    lengths, would exceed 80% of the available memory is skipped (reported, not run)."""
+    from .memory.profile import MODES, available_memory_bytes, growth_per_step, predict, profile_row
     from .runner import pick_device
     from .spec import load_spec
 
@@ -251,15 +257,30 @@ def memprofile_cmd(
         raise UserError(f"{spec}: modes store and reverse need a reversible cell (model.cell revgru or revlstm)")
     device = pick_device(parsed.device)
     B = batch or parsed.train.batch_size
-    rows = []
-    for T in lengths:
+    rows, skipped = [], []
+    avail = available_memory_bytes() if device.type == "cpu" else None
+    for T in sorted(lengths):
         for mode in chosen:
-            with err.status(f"memprofile: {mode} T={T} ...") if err.is_terminal else _null():
-                row = profile_row(mode, parsed, T, B, device, repeats, measure_peak=not no_peak)
-            rows.append(row)
+            guess = predict(rows, mode, T)
+            if avail and guess and guess > 0.8 * avail:
+                row = {"mode": mode, "seq_len": T, "batch": B, "skipped": True, "predicted_saved_bytes": guess,
+                       "available_bytes": avail}
+                skipped.append(row)
+            else:
+                with err.status(f"memprofile: {mode} T={T} ...") if err.is_terminal else _null():
+                    row = profile_row(mode, parsed, T, B, device, repeats, measure_peak=not no_peak)
+                rows.append(row)
             if json_out:
                 emit_json(row)
     _print_memprofile(rows, growth_per_step(rows))
+    for row in skipped:
+        err.print(f"skipped {row['mode']} at T={row['seq_len']}: it would keep about "
+                  f"{row['predicted_saved_bytes'] / 2**30:.1f} GiB (extrapolated), more than 80% of the "
+                  f"{row['available_bytes'] / 2**30:.1f} GiB available")
+    if extrapolate:
+        preds = {m: predict(rows, m, extrapolate) for m in chosen}
+        err.print(f"extrapolated to T={extrapolate}: " + ", ".join(
+            f"{m} {p / 2**30:.2f} GiB" for m, p in preds.items() if p is not None))
     if plot is not None:
         from .memory.plot import plot_rows
 
@@ -323,6 +344,9 @@ def main(argv: list[str] | None = None) -> None:
     except DataError as e:
         fail(escape(str(e)))
         sys.exit(EXIT_DATA)
+    except NonFiniteError as e:  # NaN or infinity reached the fixed-point engine: a diverged run
+        fail(escape(str(e)))
+        sys.exit(EXIT_NONFINITE)
     except FixedPointError as e:
         fail(escape(str(e)))
         sys.exit(EXIT_NUMERIC)

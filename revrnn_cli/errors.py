@@ -6,7 +6,7 @@ Scripts rely on these codes (``revrnn train … || handle $?``), so they are fix
     1   a check failed (verify-reversal: not exact, or gradients disagree)
     2   usage or spec error (bad argument, unknown key, wrong type, impossible combination)
     3   data error (missing, corrupt or truncated data files)
-    4   non-finite loss or gradient: training stopped rather than train on NaN
+    4   non-finite values (loss, gradient, or NaN/inf reaching the fixed-point engine): stopped, never trained on
     5   numerical error in the fixed-point engine (state overflow, failed reversal)
     130 interrupted by SIGINT (after saving), 143 terminated by SIGTERM (after saving)
 """

@@ -30,7 +30,7 @@ from typing import Callable
 import torch
 
 from .buffer import InformationBuffer
-from .fixed_point import ReversalError, check_finite, check_state_range, to_float
+from .fixed_point import ReversalError, StateOverflowError, check_finite, check_state_range, to_float
 
 Tensor = torch.Tensor
 XChunk = Callable[[int, int], Tensor]
@@ -40,9 +40,14 @@ CHECK_EVERY = 16
 as safe as checking every step (:func:`~revrnn_cli.engine.fixed_point.check_state_range`)."""
 
 
-def _check_range(blocks, name: str, layer: int, step: int) -> None:
-    for blk in blocks:
-        check_state_range(blk, CHECK_EVERY, f"{name}, layer {layer}, step {step}")
+def _check_range(blocks, name: str, layer: int, step: int, weights=()) -> None:
+    try:
+        for blk in blocks:
+            check_state_range(blk, CHECK_EVERY, f"{name}, layer {layer}, step {step}")
+    except StateOverflowError:
+        # NaN or infinity turned into integers shows up as an out-of-range state: say what it is
+        check_finite([(f"layer {layer} weight {i}", w) for i, w in enumerate(weights)], name)
+        raise
 
 
 @dataclass
@@ -120,7 +125,7 @@ def forward_steps(plan: Plan, state: list, steps: int, x_chunk: XChunk,
                 if on_state is not None:
                     on_state(l, t, state[l])
                 if (t + 1) % CHECK_EVERY == 0 or t == b - 1:
-                    _check_range(state[l], plan.name, l, t)
+                    _check_range(state[l], plan.name, l, t, plan.weights[l])
             if l < top:
                 X = plan.next_input(l, Y)
         if on_output is not None:
@@ -211,7 +216,7 @@ def store_steps(plan: Plan, state: list, state_f: list, steps: int, x_chunk: XCh
                 state[l], state_f[l] = cell.store_step(XP[t - a], state[l], state_f[l], Wh, plan.buffers[l])
                 outs.append(torch.cat((state_f[l][0], state_f[l][1]), 1))
                 if (t + 1) % CHECK_EVERY == 0 or t == b - 1:
-                    _check_range(state[l], plan.name, l, t)
+                    _check_range(state[l], plan.name, l, t, plan.weights[l])
             Y = torch.stack(outs)
             X = plan.next_input(l, Y) if l < top else Y
         on_output(a, b, X)
@@ -232,6 +237,7 @@ class SequenceRun:
     name: str = "reversible stack"
     stats: dict = field(default_factory=dict)
     hT: list | None = None
+    kept_bytes: int = 0  # what the forward keeps outside autograd's saved tensors (buffers, state, masks)
 
 
 class ReverseSequence(torch.autograd.Function):
@@ -259,7 +265,7 @@ class ReverseSequence(torch.autograd.Function):
         forward_steps(plan, state, T, lambda a, b: x[a:b], on_output=write)
         run.stats.update(bit_stats(plan, run.cells, T, B))
         plan.seal()
-        run.stats["kept_bytes"] = kept_bytes(plan, state, run.masks, run.weight_masks or [])
+        run.kept_bytes = kept_bytes(plan, state, run.masks, run.weight_masks or [])
         run.hT = state
         ctx.run, ctx.final, ctx.buffers = run, [list(s) for s in state], plan.buffers
         ctx.save_for_backward(x, *flat)

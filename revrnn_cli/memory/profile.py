@@ -146,4 +146,28 @@ def growth_per_step(rows: list[dict], key: str = "saved_bytes") -> dict[str, flo
     return out
 
 
-__all__ = ["MODES", "build_model", "growth_per_step", "make_batch", "profile_row", "training_step", "vocab_size"]
+def predict(rows: list[dict], mode: str, steps: int, key: str = "saved_bytes") -> float | None:
+    """Linear extrapolation of ``key`` for ``mode`` to ``steps`` from the rows measured so far."""
+    pts = sorted((r["seq_len"], r[key]) for r in rows if r["mode"] == mode and r.get(key) is not None)
+    if len(pts) < 2:
+        return None
+    slope = growth_per_step([r for r in rows if r["mode"] == mode and r.get(key) is not None], key).get(mode)
+    if slope is None or not math.isfinite(slope):
+        return None
+    x0, y0 = pts[-1]
+    return y0 + slope * (steps - x0)
+
+
+def available_memory_bytes() -> int | None:
+    """MemAvailable from /proc/meminfo (Linux), or None where it cannot be read."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+__all__ = ["MODES", "available_memory_bytes", "predict", "build_model", "growth_per_step", "make_batch", "profile_row", "training_step", "vocab_size"]

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from torch import nn
 
-from ..engine.fixed_point import ALLOWED_FORGET_BITS
+from ..engine.fixed_point import ALLOWED_FORGET_BITS, check_finite
 from ..engine.layers import RevState, ReversibleRNN
 from ..engine.reversible import (bit_stats, build_plan, check_recovered, forward_steps, kept_bytes, raw_weight_grads,
                                  reverse_steps)
@@ -187,6 +187,8 @@ class _ReversibleLMLoss(torch.autograd.Function):
     @staticmethod
     def forward(ctx, run: _LMRun, emb_w, dec_b, *flat):
         T, B = run.tokens.shape
+        check_finite([("embedding", emb_w), ("decoder bias", dec_b)] + [(f"weight {i}", w) for i, w in enumerate(flat)],
+                     run.name)
         plan = build_plan(run.cells, flat, run.weight_masks, run.masks, B, emb_w.device, run.chunk,
                           run.track_bits, run.name)
         total = 0.0  # summed in the same order and precision as the ordinary path

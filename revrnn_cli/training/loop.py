@@ -142,13 +142,13 @@ class Trainer:
         loss = out.loss_sum / max(out.tokens, 1)
         if not torch.isfinite(loss.detach()):
             raise NonFiniteError(f"non-finite training loss at epoch {s.epoch + 1}, step {s.step + 1}; "
-                                 f"stopped without updating (last good checkpoint: {self.run_dir / 'last.pt'})")
+                                 f"stopped without updating{self._last_good()}")
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         gnorm = torch.nn.utils.clip_grad_norm_(self.params, cfg.clip if cfg.clip > 0 else math.inf)
         if not math.isfinite(float(gnorm)):
             raise NonFiniteError(f"non-finite gradient norm at epoch {s.epoch + 1}, step {s.step + 1}; "
-                                 "stopped without updating")
+                                 f"stopped without updating{self._last_good()}")
         for group in self.opt.param_groups:
             group["lr"] = s.lr * out.lr_scale
         self.opt.step()
@@ -164,11 +164,15 @@ class Trainer:
         acc["seconds"] += time.perf_counter() - t0
         for k in ("normal_bits", "used_bits", "optimal_bits"):
             acc[k] += float(out.bits.get(k, 0.0))
-        bar.update(1, loss=float(loss), lr=s.lr)
+        bar.update(1, loss=float(loss.detach()), lr=s.lr)
         if s.step % cfg.log_interval == 0:
             self._log_interval()
         if cfg.checkpoint_every and s.step % cfg.checkpoint_every == 0:
             self.save("last")
+
+    def _last_good(self) -> str:
+        last = self.run_dir / "last.pt"
+        return f" (last good checkpoint: {last})" if last.is_file() else " (no checkpoint was saved yet)"
 
     def _log_interval(self) -> None:
         s, acc = self.state, self.state.acc
