@@ -21,7 +21,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .engine import RevGRU, RevLSTM, deterministic_settings
-from .engine.fixed_point import ALLOWED_FORGET_BITS, HIDDEN_UNIT, FixedPointError
+from .engine.fixed_point import HIDDEN_UNIT, FixedPointError, parse_forget_bits
 from .engine.reversible import Plan, effective_weights, forward_steps, make_buffers, reverse_steps
 
 GRAD_RTOL = 1e-4
@@ -63,11 +63,7 @@ class VerifyConfig(BaseModel):
     @field_validator("max_forget_bits", mode="before")
     @classmethod
     def _bits(cls, v):
-        if isinstance(v, str) and v.lower() == "none":
-            return None
-        if v not in ALLOWED_FORGET_BITS:
-            raise ValueError(f"must be one of 1, 2, 3, 5 or none, got {v!r}")
-        return v
+        return parse_forget_bits(v)
 
     def describe(self) -> str:
         bits = "none" if self.max_forget_bits is None else self.max_forget_bits

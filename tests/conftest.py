@@ -8,6 +8,7 @@ and pins torch to one thread so timings are stable on shared CI machines.
 import os
 from pathlib import Path
 
+import pytest
 import torch
 
 _SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -16,3 +17,13 @@ if not os.environ.get("REVRNN_DATA_DIR") and _SHARED_DATA.is_dir():
     os.environ["REVRNN_DATA_DIR"] = str(_SHARED_DATA)
 
 torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def _restore_global_torch_settings():
+    """verify() and the runner switch on deterministic algorithms process-wide (as a CLI process
+    should); leave the test session as it was found."""
+    flag = torch.are_deterministic_algorithms_enabled()
+    warn = torch.is_deterministic_algorithms_warn_only_enabled()
+    yield
+    torch.use_deterministic_algorithms(flag, warn_only=warn)

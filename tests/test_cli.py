@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from revrnn_cli import cli
 from revrnn_cli.engine.buffer import InformationBuffer
@@ -24,14 +23,6 @@ from revrnn_cli.verify import GRAD_RTOL, VerifyConfig, verify
 TINY = ["--steps", "50", "--hidden", "8", "--input-size", "4", "--batch", "2", "--layers", "2"]
 TINY_CFG = dict(steps=50, hidden=8, input_size=4, batch=2, layers=2)
 
-
-@pytest.fixture(autouse=True)
-def _restore_global_torch_settings():
-    """verify() switches on deterministic algorithms process-wide; leave the session as found."""
-    flag = torch.are_deterministic_algorithms_enabled()
-    warn = torch.is_deterministic_algorithms_warn_only_enabled()
-    yield
-    torch.use_deterministic_algorithms(flag, warn_only=warn)
 
 
 def _env() -> dict:

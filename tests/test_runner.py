@@ -47,14 +47,6 @@ PTB = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _restore_global_torch_settings():
-    """runner.train switches on deterministic algorithms process-wide; leave the session as found."""
-    flag = torch.are_deterministic_algorithms_enabled()
-    warn = torch.is_deterministic_algorithms_warn_only_enabled()
-    yield
-    torch.use_deterministic_algorithms(flag, warn_only=warn)
-
 
 def write_spec(directory: Path, spec: dict, name: str = "spec.yaml", **sections) -> Path:
     spec = json.loads(json.dumps(spec))

@@ -62,6 +62,15 @@ class ReversalError(FixedPointError):
     """Reversal did not return the information buffer to its empty state."""
 
 
+def parse_forget_bits(value):
+    """Validate a max-forgetting setting from a spec or the command line: 1, 2, 3, 5 or none."""
+    if isinstance(value, str) and value.strip().lower() == "none":
+        return None
+    if value not in ALLOWED_FORGET_BITS or isinstance(value, bool):
+        raise ValueError(f"must be one of 1, 2, 3, 5 or none, got {value!r}")
+    return value
+
+
 def forget_squash(max_forget_bits: int | None) -> float:
     """The paper's ``max_forget`` m = 1 - 2^-k: z = m*sigmoid(a) + (1 - m) lies in (2^-k, 1).
 
@@ -179,6 +188,7 @@ __all__ = [
     "forget_squash",
     "log2_ratio_bits",
     "max_growth_bits",
+    "parse_forget_bits",
     "quantize_gate",
     "quantize_product",
     "quantize_update",

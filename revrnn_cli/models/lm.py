@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from torch import nn
 
-from ..engine.fixed_point import ALLOWED_FORGET_BITS, check_finite
+from ..engine.fixed_point import check_finite, parse_forget_bits
 from ..engine.layers import RevState, ReversibleRNN
 from ..engine.reversible import (bit_stats, build_plan, check_recovered, forward_steps, kept_bytes, raw_weight_grads,
                                  reverse_steps)
@@ -60,11 +60,7 @@ class LMConfig(BaseModel):
     @field_validator("max_forget_bits", mode="before")
     @classmethod
     def _bits(cls, v):
-        if isinstance(v, str) and v.lower() == "none":
-            return None
-        if v not in ALLOWED_FORGET_BITS:
-            raise ValueError(f"must be one of 1, 2, 3, 5 or none, got {v!r}")
-        return v
+        return parse_forget_bits(v)
 
     @model_validator(mode="after")
     def _sizes(self):

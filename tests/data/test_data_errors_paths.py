@@ -5,7 +5,6 @@ from __future__ import annotations
 import pickle
 from pathlib import Path
 
-import pytest
 
 from revrnn_cli.data import DATA_DIR_ENV, DataError, resolve_data_dir
 from revrnn_cli.data.errors import one_line
