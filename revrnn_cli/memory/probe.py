@@ -16,6 +16,22 @@ import sys
 import torch
 
 
+def peak_rss_bytes() -> int:
+    """This process's peak resident set.
+
+    On Linux, VmHWM from /proc/self/status: ``getrusage``'s ru_maxrss survives ``exec``, so a probe
+    started from a large parent would report the parent's peak instead of its own.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux, bytes on macOS
+
+
 def main(argv: list[str]) -> None:
     args = json.loads(argv[0])
     torch.set_num_threads(1)
@@ -40,7 +56,7 @@ def main(argv: list[str]) -> None:
     else:
         if args["step"]:
             training_step(args["mode"], model, tokens, targets)
-        out["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+        out["peak_rss_bytes"] = peak_rss_bytes()
     print(json.dumps(out))
 
 

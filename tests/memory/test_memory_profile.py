@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from revrnn_cli.memory.profile import growth_per_step, profile_row
 from revrnn_cli.spec import ExperimentSpec
@@ -71,3 +72,16 @@ def test_cli_rejects_bad_modes_and_lengths():
         proc = subprocess.run([sys.executable, "-m", "revrnn_cli", "memprofile", *args], capture_output=True, text=True)
         assert proc.returncode == 2
         assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_probe_reports_its_own_peak_not_the_parents():
+    """ru_maxrss survives exec on Linux: a probe started from a large parent must not inherit its peak."""
+    from revrnn_cli.memory.measure import _run_probe
+    from revrnn_cli.memory.probe import peak_rss_bytes
+
+    ballast = torch.ones(600 * 2**20 // 4)  # make this process's peak at least 600 MiB larger
+    ballast += 1
+    parent_peak = peak_rss_bytes()
+    cfg = {"data": {"dataset": "ptb"}, "model": {"cell": "revlstm", "emb_size": H, "hidden_size": H, "layers": 1}}
+    child = _run_probe({"config": cfg, "mode": "reverse", "steps": 4, "batch": 2, "device": "cpu", "step": False}, 300)
+    assert 0 < child["peak_rss_bytes"] < parent_peak - 300 * 2**20
