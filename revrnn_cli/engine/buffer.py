@@ -183,9 +183,14 @@ class InformationBuffer:
 
     # ---- sealing the heads between forward and backward -----------------------------------------
     def seal(self) -> None:
-        """Pack the heads (values in [2^10, 2^18)) into 18 bits per unit and drop the int32 tensor."""
+        """Pack the heads (values in [2^10, 2^18)) into 18 bits per unit and drop the int32 tensor.
+
+        The stack's spare capacity (it grows by doubling) is released too, so what stays allocated
+        between forward and backward is what ``used_bits`` counts, give or take the padding of the
+        packed heads."""
         if self._sealed is not None:
             return
+        self.trim()
         head = self.head.reshape(-1)
         low16 = torch.stack(((head & 0xFF), (head >> 8) & 0xFF)).to(torch.uint8)
         top = (head >> 16).to(torch.uint8)
