@@ -74,20 +74,18 @@ def train(spec_path: Path | None, overrides: list[str], *, resume: Path | None =
           run_dir: Path | None = None, json_stdout: bool = False, progress: bool | None = None) -> dict:
     """Train from a spec (or resume a run); returns the final summary (also logged as ``end``)."""
     payload = None
+    if data_dir is not None:
+        overrides = [*overrides, f"data.data_dir={data_dir}"]
     if resume is not None:
         ckpt_path = resolve_checkpoint(resume)
         payload = load_checkpoint(ckpt_path)
         base = payload["config"]
-        if data_dir is not None:
-            overrides = [*overrides, f"data.data_dir={data_dir}"]
         spec, config = load_spec(spec_path, overrides) if spec_path is not None else load_spec(None, overrides, base=base)
         check_compatible(payload, config, ckpt_path, ignore=RESUME_MAY_CHANGE)
         out_dir = ckpt_path.parent
     else:
         if spec_path is None:
             raise UserError("train: give a spec file (or --resume RUN_DIR)")
-        if data_dir is not None:
-            overrides = [*overrides, f"data.data_dir={data_dir}"]
         spec, config = load_spec(spec_path, overrides)
         out_dir = Path(run_dir) if run_dir else make_run_dir(Path(spec.output.runs_dir), spec.output.name or spec.name)
         out_dir.mkdir(parents=True, exist_ok=True)
