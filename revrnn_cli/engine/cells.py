@@ -63,7 +63,6 @@ class _StraightThrough(torch.autograd.Function):
     @staticmethod
     def forward(ctx, h_old, z, u, Z, new_int):
         ctx.save_for_backward(h_old, Z)
-        ctx.has_z = z is not None
         return to_float(new_int)
 
     @staticmethod
