@@ -93,11 +93,22 @@ class InformationBuffer:
         return self._arena[self._pos : self._pos + n]
 
     # ---- exact multiply / divide ----------------------------------------------------------------
-    def mul(self, h: torch.Tensor, Z: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
+    def mul(self, h: torch.Tensor, Z: torch.Tensor, z: torch.Tensor | None = None, skip: int = 0) -> torch.Tensor:
         """Return h * Z / 1024 exactly invertibly, storing the lost bits (floor semantics, any sign).
 
-        ``z`` (the unquantised gate) is only used to account the optimal bits, -log2 z.
+        ``z`` (the unquantised gate) is only used to account the optimal bits, -log2 z. The first
+        ``skip`` units are multiplied *without* storing their lost bits (:func:`floor_mul`): their
+        values are kept elsewhere (the attention slice of an NMT encoder, digest §5), and the
+        division leaves them for the caller to restore.
         """
+        if skip:
+            Zb, zb = Z.clone(), None if z is None else z.clone()
+            Zb[:, :skip] = FORGET_ONE  # multiplying by 1024/1024 stores nothing (and costs no bits)
+            if zb is not None:
+                zb[:, :skip] = 1.0
+            out = self.mul(h, Zb, zb)
+            out[:, :skip] = floor_mul(h[:, :skip], Z[:, :skip])
+            return out
         head = self.head
         bmax = Z << _SHIFT_W  # B_max(Z) = 2^(w-10) L Z = 256 Z: below it the result stays under 2^8 L
         if self.rounds == 1:
@@ -156,8 +167,13 @@ class InformationBuffer:
             self._push(torch.masked_select(head >> shift, sel))
         return rest
 
-    def div(self, h: torch.Tensor, Z: torch.Tensor) -> torch.Tensor:
-        """Inverse of :meth:`mul`: given h * Z / 1024 (as produced), return h and restore the bits."""
+    def div(self, h: torch.Tensor, Z: torch.Tensor, skip: int = 0) -> torch.Tensor:
+        """Inverse of :meth:`mul`: given h * Z / 1024 (as produced), return h and restore the bits.
+
+        The first ``skip`` units come back unchanged (they stored nothing): the caller restores them."""
+        if skip:
+            Z = Z.clone()
+            Z[:, :skip] = FORGET_ONE
         qh = torch.div(h, Z, rounding_mode="floor")
         X = torch.addcmul(h, qh, Z, value=-1).addcmul_(self.head, Z)  # Z B + (h mod Z)
         head = X >> _SHIFT_F
@@ -248,4 +264,20 @@ class InformationBuffer:
             )
 
 
-__all__ = ["HEAD_BITS", "HEAD_FLOOR", "InformationBuffer", "WORD_BITS"]
+def floor_mul(h: torch.Tensor, Z: torch.Tensor) -> torch.Tensor:
+    """floor(h * Z / 1024) in int32 without overflow: the lossy multiplication, nothing stored."""
+    return torch.addcmul(((h & _LOW_F) * Z) >> _SHIFT_F, h >> _SHIFT_F, Z)
+
+
+class NullBuffer:
+    """A buffer that stores nothing: the lossy forward used at test time (beam search), where
+    nothing is reversed (the reference's ``forward_test``, digest §5). Not invertible."""
+
+    def mul(self, h: torch.Tensor, Z: torch.Tensor, z: torch.Tensor | None = None, skip: int = 0) -> torch.Tensor:
+        return floor_mul(h, Z)
+
+    def div(self, h, Z, skip=0):  # pragma: no cover - a programming error, not a user error
+        raise ReversalError("a NullBuffer stores nothing and cannot be reversed")
+
+
+__all__ = ["HEAD_BITS", "HEAD_FLOOR", "InformationBuffer", "NullBuffer", "WORD_BITS", "floor_mul"]

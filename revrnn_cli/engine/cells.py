@@ -50,6 +50,9 @@ from .fixed_point import (
 )
 
 _INV_FORGET_ONE = 1.0 / FORGET_ONE
+PAD_GATE = 1e30
+"""Gate pre-activation of a padded step: sigmoid(±1e30) is exactly 1 or 0 (and so is its
+derivative's factor s(1 - s)), whatever the recurrent term adds; finite, so no inf - inf."""
 
 
 class _StraightThrough(torch.autograd.Function):
@@ -95,6 +98,10 @@ class _RevCell(nn.Module):
         self.m = forget_squash(max_forget_bits) if forget else 0.0
         self.one_minus_m = 1.0 - self.m
         self.zero_guard = forget and max_forget_bits is None
+        # Units of h1 multiplied without the buffer because their values are stored elsewhere (the
+        # first N units of an NMT encoder's top layer, its attention slice, digest §5); 0 = none.
+        self.lossy_units = 0
+        self._pad_cache: torch.Tensor | None = None
 
     # The autograd Function passes parameters positionally: [wx, bx, *recurrent weights].
     def weights(self) -> list[torch.Tensor]:
@@ -108,6 +115,18 @@ class _RevCell(nn.Module):
         """
         K, B = X.shape[0], X.shape[1]
         return torch.addmm(bx, X.reshape(K * B, X.shape[2]), wx).view(K, B, -1)
+
+    def pad_projection(self, like: torch.Tensor) -> torch.Tensor:
+        """The projected input of a padded step: a step that changes neither state nor buffer.
+
+        Gates that multiply (z, f, p) are pushed to exactly 1 (Z = 1024: nothing is stored) and gates
+        that add (i, o) to exactly 0, so the update is the identity and every gradient through the
+        gates is exactly 0 (sigmoid' = 0 at both ends); see :meth:`_gate_signs`.
+        """
+        c = self._pad_cache
+        if c is None or c.device != like.device or c.dtype != like.dtype:
+            c = self._pad_cache = (self._gate_signs() * PAD_GATE).to(like.device, like.dtype)
+        return c
 
     def init_state(self, batch: int, device=None) -> list[torch.Tensor]:
         return [torch.zeros(batch, self.half, dtype=STATE_DTYPE, device=device) for _ in range(self.n_blocks)]
@@ -123,11 +142,18 @@ class _RevCell(nn.Module):
     def _quantise_z(self, z: torch.Tensor) -> torch.Tensor:
         return quantize_gate(z, self.zero_guard)
 
-    def _mul(self, buf: InformationBuffer, h, z, Z=None):
+    def _mul(self, buf: InformationBuffer, h, z, Z=None, skip: int = 0):
         """Exact h * Z/1024 with the lost bits pushed to ``buf``; returns (new h, Z)."""
         if Z is None:
             Z = self._quantise_z(z)
-        return buf.mul(h, Z, z), Z
+        return buf.mul(h, Z, z, skip), Z
+
+    @staticmethod
+    def _restore(h_old, restore):
+        """Put back the units that were multiplied without the buffer (their saved values)."""
+        if restore is not None:
+            h_old[:, : restore.shape[1]] = restore
+        return h_old
 
 
 class RevGRUCell(_RevCell):
@@ -153,6 +179,12 @@ class RevGRUCell(_RevCell):
         for p in self.parameters():
             _init_uniform(p, input_size + H2)  # nn.Linear's init over [x; h_other]
 
+    def _gate_signs(self) -> torch.Tensor:
+        H2 = self.half
+        half = torch.zeros(self.block)
+        half[:H2] = 1.0  # z -> 1: keep h; then (1 - z) g = 0
+        return torch.cat((half, half))
+
     def recurrent_columns(self) -> list[slice]:
         """Columns of the projected-input gradient that belong to each recurrent weight."""
         b, H2 = self.block, self.half
@@ -172,32 +204,34 @@ class RevGRUCell(_RevCell):
     def step(self, xp, state, Wh, buf):
         h1, h2 = state
         b = self.block
-        h1 = self._half(xp[:, :b], to_float(h2), h1, Wh[0:2], buf)
+        h1 = self._half(xp[:, :b], to_float(h2), h1, Wh[0:2], buf, self.lossy_units)
         h2 = self._half(xp[:, b:], to_float(h1), h2, Wh[2:4], buf)
         return [h1, h2]
 
-    def _half(self, xp, hb_f, ha, Wj, buf):
+    def _half(self, xp, hb_f, ha, Wj, buf, skip=0):
         _, z, _, _, u = self.gates(xp, hb_f, *Wj)
         if self.forget:
-            ha, _ = self._mul(buf, ha, z)
+            ha, _ = self._mul(buf, ha, z, skip=skip)
         return ha + quantize_update(u)
 
     # ---- inverse + local backward (reverse mode) ------------------------------------------------
-    def reverse_step(self, xp, state, Wh, buf):
-        """Undo one step; returns the previous state and what :meth:`backward` needs."""
+    def reverse_step(self, xp, state, Wh, buf, restore=None):
+        """Undo one step; returns the previous state and what :meth:`backward` needs.
+
+        ``restore``: the saved values of h1's first :attr:`lossy_units` units before this step."""
         h1, h2 = state
         b = self.block
         h2_old, s2 = self._unhalf(xp[:, b:], to_float(h1), h2, Wh[2:4], buf)
-        h1_old, s1 = self._unhalf(xp[:, :b], to_float(h2_old), h1, Wh[0:2], buf)
+        h1_old, s1 = self._unhalf(xp[:, :b], to_float(h2_old), h1, Wh[0:2], buf, self.lossy_units, restore)
         return [h1_old, h2_old], (s1, s2)
 
-    def _unhalf(self, xp, hb_f, ha_new, Wj, buf):
+    def _unhalf(self, xp, hb_f, ha_new, Wj, buf, skip=0, restore=None):
         acts = self.gates(xp, hb_f, *Wj)
         ha_old = ha_new - quantize_update(acts[4])
         Z = None
         if self.forget:
             Z = self._quantise_z(acts[1])
-            ha_old = buf.div(ha_old, Z)
+            ha_old = self._restore(buf.div(ha_old, Z, skip), restore)
         return ha_old, (acts, hb_f, to_float(ha_old), Z)
 
     def backward(self, saved, dstate, Wh, dxp):
@@ -236,13 +270,13 @@ class RevGRUCell(_RevCell):
         h1, h2 = state
         h1f, h2f = state_f
         b = self.block
-        h1, h1f = self._store_half(xp[:, :b], h2f, h1, h1f, Wh[0:2], buf)
+        h1, h1f = self._store_half(xp[:, :b], h2f, h1, h1f, Wh[0:2], buf, self.lossy_units)
         h2, h2f = self._store_half(xp[:, b:], h1f, h2, h2f, Wh[2:4], buf)
         return [h1, h2], [h1f, h2f]
 
-    def _store_half(self, xp, hb_f, ha, ha_f, Wj, buf):
+    def _store_half(self, xp, hb_f, ha, ha_f, Wj, buf, skip=0):
         _, z, _, _, u = self.gates(xp, hb_f, *Wj)
-        return _store_update(self, buf, ha, ha_f, z, u)
+        return _store_update(self, buf, ha, ha_f, z, u, skip=skip)
 
 
 class RevLSTMCell(_RevCell):
@@ -269,6 +303,13 @@ class RevLSTMCell(_RevCell):
         for p in self.parameters():
             _init_uniform(p, input_size + H2)
 
+    def _gate_signs(self) -> torch.Tensor:
+        H2 = self.half
+        # [f, p, i, o, g] (or [i, o, g]): f, p -> 1 keep c and h; i, o -> 0 add nothing
+        signs = ([1.0, 1.0] if self.forget else []) + [-1.0, -1.0, 0.0]
+        half = torch.tensor(signs).repeat_interleave(H2)
+        return torch.cat((half, half))
+
     def recurrent_columns(self) -> list[slice]:
         return [slice(0, self.block), slice(self.block, 2 * self.block)]
 
@@ -289,11 +330,11 @@ class RevLSTMCell(_RevCell):
     def step(self, xp, state, Wh, buf):
         h1, h2, c1, c2 = state
         b = self.block
-        h1, c1 = self._half(xp[:, :b], to_float(h2), h1, c1, Wh[0], buf)
+        h1, c1 = self._half(xp[:, :b], to_float(h2), h1, c1, Wh[0], buf, self.lossy_units)
         h2, c2 = self._half(xp[:, b:], to_float(h1), h2, c2, Wh[1], buf)
         return [h1, h2, c1, c2]
 
-    def _half(self, xp, hb_f, ha, ca, wh, buf):
+    def _half(self, xp, hb_f, ha, ca, wh, buf, skip=0):
         s, g, fp = self.gates(xp, hb_f, wh)
         i, o = self._io(s)
         H2 = self.half
@@ -302,17 +343,17 @@ class RevLSTMCell(_RevCell):
             ca = buf.mul(ca, Z[:, :H2], fp[:, :H2])
         ca = ca + quantize_product(i, g)
         if self.forget:
-            ha = buf.mul(ha, Z[:, H2:], fp[:, H2:])
+            ha = buf.mul(ha, Z[:, H2:], fp[:, H2:], skip)
         return ha + quantize_product(o, torch.tanh(to_float(ca))), ca
 
-    def reverse_step(self, xp, state, Wh, buf):
+    def reverse_step(self, xp, state, Wh, buf, restore=None):
         h1, h2, c1, c2 = state
         b = self.block
         h2_old, c2_old, s2 = self._unhalf(xp[:, b:], to_float(h1), h2, c2, Wh[1], buf)
-        h1_old, c1_old, s1 = self._unhalf(xp[:, :b], to_float(h2_old), h1, c1, Wh[0], buf)
+        h1_old, c1_old, s1 = self._unhalf(xp[:, :b], to_float(h2_old), h1, c1, Wh[0], buf, self.lossy_units, restore)
         return [h1_old, h2_old, c1_old, c2_old], (s1, s2)
 
-    def _unhalf(self, xp, hb_f, ha_new, ca_new, wh, buf):
+    def _unhalf(self, xp, hb_f, ha_new, ca_new, wh, buf, skip=0, restore=None):
         s, g, fp = self.gates(xp, hb_f, wh)
         i, o = self._io(s)
         H2 = self.half
@@ -322,7 +363,7 @@ class RevLSTMCell(_RevCell):
         Z = None
         if self.forget:
             Z = self._quantise_z(fp)
-            ha_old = buf.div(ha_old, Z[:, H2:])
+            ha_old = self._restore(buf.div(ha_old, Z[:, H2:], skip), restore)
             ca_old = buf.div(ca_old, Z[:, :H2])
         return ha_old, ca_old, (s, g, tc, hb_f, to_float(ha_old), to_float(ca_old), Z)
 
@@ -360,11 +401,11 @@ class RevLSTMCell(_RevCell):
         h1, h2, c1, c2 = state
         h1f, h2f, c1f, c2f = state_f
         b = self.block
-        h1, c1, h1f, c1f = self._store_half(xp[:, :b], h2f, h1, c1, h1f, c1f, Wh[0], buf)
+        h1, c1, h1f, c1f = self._store_half(xp[:, :b], h2f, h1, c1, h1f, c1f, Wh[0], buf, self.lossy_units)
         h2, c2, h2f, c2f = self._store_half(xp[:, b:], h1f, h2, c2, h2f, c2f, Wh[1], buf)
         return [h1, h2, c1, c2], [h1f, h2f, c1f, c2f]
 
-    def _store_half(self, xp, hb_f, ha, ca, ha_f, ca_f, wh, buf):
+    def _store_half(self, xp, hb_f, ha, ca, ha_f, ca_f, wh, buf, skip=0):
         s, g, fp = self.gates(xp, hb_f, wh)
         i, o = self._io(s)
         H2 = self.half
@@ -373,14 +414,14 @@ class RevLSTMCell(_RevCell):
             Z = self._quantise_z(fp.detach())
             f, p, Zc, Zh = fp[:, :H2], fp[:, H2:], Z[:, :H2], Z[:, H2:]
         ca, ca_f = _store_update(self, buf, ca, ca_f, f, i * g, Zc)
-        ha, ha_f = _store_update(self, buf, ha, ha_f, p, o * torch.tanh(ca_f), Zh)
+        ha, ha_f = _store_update(self, buf, ha, ha_f, p, o * torch.tanh(ca_f), Zh, skip)
         return ha, ca, ha_f, ca_f
 
 
-def _store_update(cell: _RevCell, buf, h, h_f, z, u, Z=None):
+def _store_update(cell: _RevCell, buf, h, h_f, z, u, Z=None, skip=0):
     """One exact update h <- Mul(h, Z) + U with a straight-through autograd value (store mode)."""
     if cell.forget:
-        new, Z = cell._mul(buf, h, z.detach(), Z)
+        new, Z = cell._mul(buf, h, z.detach(), Z, skip)
         new = new + quantize_update(u.detach())
         return new, _StraightThrough.apply(h_f, z, u, Z, new)
     new = h + quantize_update(u.detach())

@@ -56,6 +56,9 @@ class Plan:
 
     ``weights[l]`` is layer l's [wx, bx, *recurrent] as used in every pass (after DropConnect);
     ``masks[l]`` the locked-dropout mask (already scaled) on layer l's input, or None.
+    ``active`` [T, B] (bool) marks the real steps of variable-length sequences: a padded step
+    leaves state and buffer unchanged (:meth:`project`). ``restore(l, t)`` returns the saved
+    values of layer l's units multiplied without the buffer (``cell.lossy_units``) before step t.
     """
 
     cells: list
@@ -64,6 +67,19 @@ class Plan:
     buffers: list[InformationBuffer | None]
     chunk: int = 16
     name: str = "reversible stack"
+    active: Tensor | None = None
+    restore: Callable[[int, int], Tensor | None] | None = None
+
+    def project(self, l: int, X: Tensor, a: int, b: int) -> Tensor:
+        """Layer l's projected inputs for steps [a, b), padded steps replaced by identity steps."""
+        cell = self.cells[l]
+        XP = cell.project(X, self.weights[l][0], self.weights[l][1])
+        if self.active is not None:
+            XP = torch.where(self.active[a:b, :, None], XP, cell.pad_projection(XP))
+        return XP
+
+    def restored(self, l: int, t: int) -> Tensor | None:
+        return None if self.restore is None else self.restore(l, t)
 
     def chunks(self, steps: int) -> list[tuple[int, int]]:
         return [(a, min(a + self.chunk, steps)) for a in range(0, steps, self.chunk)]
@@ -115,8 +131,8 @@ def forward_steps(plan: Plan, state: list, steps: int, x_chunk: XChunk,
     for a, b in plan.chunks(steps):
         X = x_chunk(a, b)
         for l, cell in enumerate(plan.cells):
-            wx, bx, *Wh = plan.weights[l]
-            XP = cell.project(X, wx, bx)
+            Wh = plan.weights[l][2:]
+            XP = plan.project(l, X, a, b)
             Y = X.new_empty(b - a, X.shape[1], cell.hidden_size) if (l < top or on_output) else None
             for t in range(a, b):
                 state[l] = cell.step(XP[t - a], state[l], Wh, plan.buffers[l])
@@ -152,15 +168,15 @@ def reverse_steps(plan: Plan, state: list, steps: int, x_chunk: XChunk,
         X = x_chunk(a, b)
         inputs, saved = [], []
         for l, cell in enumerate(cells):  # reconstruct the chunk bottom-up
-            wx, bx, *Wh = plan.weights[l]
-            XP = cell.project(X, wx, bx)
+            Wh = plan.weights[l][2:]
+            XP = plan.project(l, X, a, b)
             need_y = l < top or (grads and dy_chunk is not None and getattr(dy_chunk, "needs_outputs", True))
             Y = X.new_empty(b - a, X.shape[1], cell.hidden_size) if need_y else None
             sv = [None] * (b - a)
             for t in range(b - 1, a - 1, -1):
                 if Y is not None:
                     cell.output(state[l], out=Y[t - a])  # layer l's output at step t, before undoing it
-                state[l], sv[t - a] = cell.reverse_step(XP[t - a], state[l], Wh, plan.buffers[l])
+                state[l], sv[t - a] = cell.reverse_step(XP[t - a], state[l], Wh, plan.buffers[l], plan.restored(l, t))
                 if on_state is not None:
                     on_state(l, t, state[l])
             inputs.append(X)
@@ -209,8 +225,8 @@ def store_steps(plan: Plan, state: list, state_f: list, steps: int, x_chunk: XCh
     for a, b in plan.chunks(steps):
         X = x_chunk(a, b)
         for l, cell in enumerate(plan.cells):
-            wx, bx, *Wh = plan.weights[l]
-            XP = cell.project(X, wx, bx)
+            Wh = plan.weights[l][2:]
+            XP = plan.project(l, X, a, b)
             outs = []
             for t in range(a, b):
                 state[l], state_f[l] = cell.store_step(XP[t - a], state[l], state_f[l], Wh, plan.buffers[l])
@@ -305,12 +321,12 @@ class ReverseSequence(torch.autograd.Function):
 
 
 def build_plan(cells, flat, weight_masks, masks, batch, device, chunk=16, track_bits=True,
-               name="reversible stack", buffers=None) -> Plan:
+               name="reversible stack", buffers=None, active=None, restore=None) -> Plan:
     """The :class:`Plan` of one sequence: effective weights, and fresh buffers unless given."""
     weights = effective_weights(cells, flat, weight_masks)
     if buffers is None:
         buffers = make_buffers(cells, batch, device, track_optimal=track_bits)
-    return Plan(cells, weights, masks, buffers, chunk, name)
+    return Plan(cells, weights, masks, buffers, chunk, name, active, restore)
 
 
 def _plan(run: SequenceRun, flat, batch, device, buffers=None) -> Plan:
