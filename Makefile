@@ -3,6 +3,7 @@
 #   make verify install, then check exact reversal of a default RevGRU and RevLSTM
 #   make test   install, then run the test suite
 #   make bench  install, then time reverse vs store vs nn.LSTM (see docs/results.md)
+#   make sweep-repeat  install, then re-measure the repeat-task sweep of docs/repeat_sweep.md
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -11,7 +12,7 @@ PY     := $(VENV)/bin/python
 TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run verify test bench clean
+.PHONY: install run verify test bench sweep-repeat clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +34,9 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) scripts/bench_engine.py
+
+sweep-repeat: $(STAMP)
+	OMP_NUM_THREADS=1 $(PY) scripts/sweep_repeat.py --out runs/repeat_sweep.jsonl
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
