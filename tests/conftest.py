@@ -2,10 +2,13 @@
 
 Points REVRNN_DATA_DIR at the shared offline corpora (``<repo>/../shared/data``)
 when the variable is unset and that directory exists, so tests never download,
-and pins torch to one thread so timings are stable on shared CI machines.
+keeps the tokenisation cache of the translation data in a temporary directory
+(never the user's home), and pins torch to one thread so timings are stable on
+shared CI machines.
 """
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -15,6 +18,9 @@ _SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 if not os.environ.get("REVRNN_DATA_DIR") and _SHARED_DATA.is_dir():
     os.environ["REVRNN_DATA_DIR"] = str(_SHARED_DATA)
+
+if not os.environ.get("REVRNN_CACHE_DIR"):
+    os.environ["REVRNN_CACHE_DIR"] = tempfile.mkdtemp(prefix="revrnn-test-cache-")
 
 torch.set_num_threads(1)
 

@@ -1,12 +1,17 @@
-"""Data for the reversible-RNN experiments: LM corpora, BPTT batching, toy tasks.
+"""Data for the reversible-RNN experiments: LM corpora, BPTT batching, toy tasks, parallel corpora (NMT).
 
 Everything the CLI and the training engine need is re-exported here, so they
 can import from ``revrnn_cli.data``. User-facing problems (missing or corrupt
 files, unknown names) are raised as :class:`DataError`, whose message is a
 single printable line.
+
+The translation ids (``PAD`` = 0, ``UNK`` = 1, ``BOS`` = 2, ``EOS`` = 3) are
+attributes of :class:`TranslationVocab` (and constants of
+:mod:`.translation`); ``EOS`` here is the language models' ``"<eos>"`` word.
 """
 
 from .batching import batchify, get_batch, sample_bptt_length
+from .config import TranslationDataConfig
 from .corpora import LM_CORPORA, LM_CORPUS_SPECS, LMCorpusSpec
 from .errors import DataError
 from .lm import EOS, LMCorpus, Vocabulary, load_lm_corpus
@@ -21,27 +26,48 @@ from .synthetic import (
     num_input_tokens,
     sequence_length,
 )
+from .translation import (
+    CACHE_DIR_ENV,
+    ParallelCorpus,
+    ParallelSplit,
+    TranslationBatch,
+    TranslationVocab,
+    batch_indices,
+    collate,
+    load_parallel_corpus,
+    resolve_cache_dir,
+)
 
 __all__ = [
-    "DataError",
+    "CACHE_DIR_ENV",
     "DATA_DIR_ENV",
-    "resolve_data_dir",
     "EOS",
-    "Vocabulary",
-    "LMCorpus",
+    "IGNORE_INDEX",
     "LM_CORPORA",
     "LM_CORPUS_SPECS",
-    "LMCorpusSpec",
-    "load_lm_corpus",
-    "batchify",
-    "get_batch",
-    "sample_bptt_length",
     "SYNTHETIC_TASKS",
-    "IGNORE_INDEX",
+    "DataError",
+    "LMCorpus",
+    "LMCorpusSpec",
+    "ParallelCorpus",
+    "ParallelSplit",
     "SyntheticSplits",
+    "TranslationBatch",
+    "TranslationDataConfig",
+    "TranslationVocab",
+    "Vocabulary",
+    "batch_indices",
+    "batchify",
     "blank_id",
-    "num_input_tokens",
-    "sequence_length",
+    "collate",
+    "get_batch",
+    "load_lm_corpus",
+    "load_parallel_corpus",
     "make_synthetic",
     "make_synthetic_splits",
+    "num_input_tokens",
+    "resolve_cache_dir",
+    "resolve_data_dir",
+    "sample_bptt_length",
+    "sequence_length",
 ]

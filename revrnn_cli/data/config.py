@@ -1,4 +1,4 @@
-"""The ``data:`` section of an experiment spec."""
+"""The ``data:`` section of an experiment spec (:class:`DataConfig`; :class:`TranslationDataConfig` for NMT)."""
 
 from __future__ import annotations
 
@@ -43,6 +43,42 @@ class DataConfig(BaseModel):
             if stray:
                 raise ValueError(f"{stray[0]} only applies to the synthetic data sets {SYNTHETIC_TASKS}, "
                                  f"not to {self.dataset}")
+        return self
+
+
+class TranslationDataConfig(BaseModel):
+    """A parallel corpus for translation and how to preprocess it (digest §7.2; loader: :mod:`.translation`).
+
+    ``dataset``: ``multi30k`` (task 1, en–de; raw files read from ``<data_dir>/multi30k/``, ``data_dir``
+    else ``REVRNN_DATA_DIR`` else ``./data``; fetched from the hub dataset ``bentrevett/multi30k`` when
+    absent, online and ``download``). The defaults are the paper's preprocessing.
+    ``n_train`` / ``n_valid`` / ``n_test`` keep the first N sentence pairs of a split (train: before
+    the length filter), for small CPU runs and tests; ``None`` keeps all.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: Literal["multi30k"] = "multi30k"
+    data_dir: str | None = None
+    download: bool = True
+    # Translation direction; the paper's Multi30K experiments are en→de (digest §7.2).
+    src_lang: Literal["en", "de"] = "en"
+    tgt_lang: Literal["en", "de"] = "de"
+    # preprocess.py -src_seq_length/-tgt_seq_length 50: longer training pairs are dropped (digest §7.2).
+    max_len: int = Field(50, ge=1)
+    # download_multi30k.sh lowercases (lowercase.perl, preprocess.py -lower) after Moses tokenisation (§7.2).
+    lowercase: bool = True
+    # preprocess.py defaults: no minimum frequency, at most 50,000 words per side, specials not counted (§7.2).
+    min_freq: int = Field(1, ge=1)
+    max_vocab: int = Field(50_000, ge=1)
+    n_train: int | None = Field(None, ge=1)
+    n_valid: int | None = Field(None, ge=1)
+    n_test: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _distinct_langs(self):
+        if self.src_lang == self.tgt_lang:
+            raise ValueError(f"src_lang and tgt_lang must differ (both are {self.tgt_lang!r})")
         return self
 
 
