@@ -181,10 +181,14 @@ def train_cmd(
     data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Data directory [spec, $REVRNN_DATA_DIR, ./data]."),
     run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Write the run here instead of runs/<name>[-N]."),
     json_out: bool = typer.Option(False, "--json", help="One JSON object per log line on stdout."),
+    nproc: int | None = typer.Option(None, "--nproc", min=1,
+                                     help="Train with N processes on this machine (DistributedDataParallel; "
+                                          "launches torchrun --standalone --nproc_per_node N)."),
 ):
     """Train a model from a YAML experiment spec (checkpoints, metrics.jsonl, resumable)."""
     from .runner import train
     from .spec import dump_spec, load_spec
+    from .training import distributed
 
     if print_config:
         if spec is None:
@@ -195,9 +199,37 @@ def train_cmd(
         else:
             sys.stdout.write(dump_spec(parsed))
         raise typer.Exit(EXIT_OK)
+    if nproc is not None:
+        raise typer.Exit(_launch_train(nproc, spec, set_, resume, data_dir, run_dir, json_out))
     summary = train(spec, set_, resume=resume, data_dir=data_dir, run_dir=run_dir, json_stdout=json_out)
-    _print_summary("training finished" if summary["stopped"] == "finished" else f"stopped ({summary['stopped']})",
-                   summary)
+    if distributed.is_main():
+        _print_summary("training finished" if summary["stopped"] == "finished" else f"stopped ({summary['stopped']})",
+                       summary)
+
+
+def _launch_train(nproc, spec, set_, resume, data_dir, run_dir, json_out) -> int:
+    """``revrnn train --nproc N``: check what can be checked here, then run N processes under torchrun."""
+    from .runner import resolve_checkpoint
+    from .spec import load_spec
+    from .training import distributed
+    from .training.checkpoint import check_world_size, load_checkpoint
+
+    if spec is not None:
+        load_spec(spec, set_)  # a spec error: one line here, not one per process
+    if resume is not None:
+        path = resolve_checkpoint(resume)
+        check_world_size(load_checkpoint(path), nproc, path)
+    elif spec is None:
+        raise UserError("train: give a spec file (or --resume RUN_DIR)")
+    argv = ["train", *([str(spec)] if spec is not None else [])]
+    for value in set_:
+        argv += ["--set", value]
+    for flag, value in (("--resume", resume), ("--data-dir", data_dir), ("--run-dir", run_dir)):
+        if value is not None:
+            argv += [flag, str(value)]
+    if json_out:
+        argv.append("--json")
+    return distributed.launch_local(nproc, argv)
 
 
 @app.command("evaluate")
@@ -206,14 +238,20 @@ def evaluate_cmd(
     split: str = typer.Option("valid", "--split", help="valid or test."),
     data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Data directory [as trained]."),
     max_batches: Optional[int] = typer.Option(None, "--max-batches", min=1, help="Evaluate only this many batches."),
+    beam: Optional[int] = typer.Option(None, "--beam", min=1,
+                                       help="Translation: beam size [spec's decode.beam_size]; 1 = greedy."),
+    max_sentences: Optional[int] = typer.Option(None, "--max-sentences", min=1,
+                                                help="Translation: translate only the first N sentences."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
 ):
-    """Perplexity of a checkpoint on a split, with the same fixed-point forward as training."""
+    """Perplexity of a checkpoint on a split, with the same fixed-point forward as training;
+    for a translation run also beam-search BLEU (translations written to the run directory)."""
     from .runner import evaluate
 
     if split not in ("valid", "test"):
         raise typer.BadParameter(f"{split!r} is not one of valid, test", param_hint="'--split'")
-    result = evaluate(target, split, data_dir=data_dir, max_batches=max_batches)
+    result = evaluate(target, split, data_dir=data_dir, max_batches=max_batches, beam=beam,
+                      max_sentences=max_sentences)
     if json_out:
         emit_json(result)
     _print_summary(f"evaluation of {result['checkpoint']} on {split}", result)
@@ -253,6 +291,11 @@ def memprofile_cmd(
         raise typer.BadParameter(f"{','.join(bad) or modes!r} not among {', '.join(MODES)}", param_hint="'--modes'")
     base = None if spec else DEFAULT_MEMPROFILE_SPEC
     parsed, _ = load_spec(spec, set_, base=base)
+    if parsed.task == "translation" and "checkpoint" in chosen:
+        chosen.remove("checkpoint")
+        err.print("memprofile: the checkpoint mode is profiled for language models only; skipped for translation")
+        if not chosen:
+            raise UserError(f"{spec}: no mode left to profile (translation supports bptt, store, reverse)")
     if not parsed.model.reversible and {"store", "reverse"} & set(chosen):
         raise UserError(f"{spec}: modes store and reverse need a reversible cell (model.cell revgru or revlstm)")
     device = pick_device(parsed.device)
@@ -297,12 +340,15 @@ def _mib(v):
 
 def _print_memprofile(rows: list[dict], slopes: dict) -> None:
     t = Table(title="revrnn memprofile (one training step)", title_justify="left")
-    for col in ("T", "mode", "normal/used", "normal/opt", "used/opt", "kept MiB", "peak MiB", "step s", "tok/s"):
+    sides = any("enc_ratio_used" in r for r in rows)  # translation: encoder and decoder separately
+    cols = ["T", "mode", "normal/used", "normal/opt", "used/opt"] + (["enc n/u", "dec n/u"] if sides else [])
+    for col in cols + ["kept MiB", "peak MiB", "step s", "tok/s"]:
         t.add_column(col, justify="left" if col == "mode" else "right")
     for r in rows:
+        extra = [fmt(r.get("enc_ratio_used")), fmt(r.get("dec_ratio_used"))] if sides else []
         t.add_row(fmt(r["seq_len"]), r["mode"], fmt(r.get("ratio_used")), fmt(r.get("ratio_optimal")),
-                  fmt(r.get("used_over_optimal")), fmt(_mib(r.get("saved_bytes"))), fmt(_mib(r.get("peak_step_bytes"))),
-                  fmt(r.get("step_seconds")), fmt(r.get("tokens_per_s")))
+                  fmt(r.get("used_over_optimal")), *extra, fmt(_mib(r.get("saved_bytes"))),
+                  fmt(_mib(r.get("peak_step_bytes"))), fmt(r.get("step_seconds")), fmt(r.get("tokens_per_s")))
     err.print(t)
     if slopes:
         parts = [f"{m} {fmt(v)}" for m, v in sorted(slopes.items(), key=lambda kv: -kv[1])]

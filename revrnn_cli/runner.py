@@ -22,8 +22,9 @@ from .engine import deterministic_settings
 from .errors import UserError
 from .spec import ExperimentSpec, load_spec
 from .tasks.lm import LMTask
-from .training.checkpoint import check_compatible, config_hash, load_checkpoint
-from .memory.accounting import memory_ratios
+from .training import distributed
+from .training.checkpoint import check_compatible, check_world_size, config_hash, load_checkpoint
+from .memory.accounting import all_ratios
 from .training.loop import Trainer
 from .training.metrics import MetricsLogger
 from .training.rundir import environment_record, make_run_dir, write_config, write_environment
@@ -53,8 +54,19 @@ def seed_everything(seed: int) -> None:
         pass
 
 
-def build_task(spec: ExperimentSpec, device: torch.device) -> LMTask:
+def build_task(spec: ExperimentSpec, device: torch.device):
+    """The task the spec describes: language modelling, or translation (``task: translation``)."""
+    if spec.task == "translation":
+        from .tasks.translation import TranslationTask
+
+        return TranslationTask(spec, device)
     return LMTask(spec, device)
+
+
+def memory_summary(task) -> dict:
+    """The paper's ratios for the task's last batch (encoder and decoder separately for translation)."""
+    stats = task.memory_stats() if hasattr(task, "memory_stats") else getattr(task.model.rnn, "last_stats", {})
+    return all_ratios(stats)
 
 
 def resolve_checkpoint(path: Path, prefer: str = "last") -> Path:
@@ -74,11 +86,13 @@ def train(spec_path: Path | None, overrides: list[str], *, resume: Path | None =
           run_dir: Path | None = None, json_stdout: bool = False, progress: bool | None = None) -> dict:
     """Train from a spec (or resume a run); returns the final summary (also logged as ``end``)."""
     payload = None
+    dist = distributed.init()  # under torchrun: join the process group; otherwise rank 0 of 1
     if data_dir is not None:
         overrides = [*overrides, f"data.data_dir={data_dir}"]
     if resume is not None:
-        ckpt_path = resolve_checkpoint(resume)
-        payload = load_checkpoint(ckpt_path)
+        ckpt_path = dist.on_main(resolve_checkpoint, resume)  # rank 0 reads it, every rank gets it
+        payload = dist.on_main(load_checkpoint, ckpt_path)
+        check_world_size(payload, dist.world_size, ckpt_path)
         base = payload["config"]
         spec, config = load_spec(spec_path, overrides) if spec_path is not None else load_spec(None, overrides, base=base)
         check_compatible(payload, config, ckpt_path, ignore=RESUME_MAY_CHANGE)
@@ -87,19 +101,23 @@ def train(spec_path: Path | None, overrides: list[str], *, resume: Path | None =
         if spec_path is None:
             raise UserError("train: give a spec file (or --resume RUN_DIR)")
         spec, config = load_spec(spec_path, overrides)
-        out_dir = Path(run_dir) if run_dir else make_run_dir(Path(spec.output.runs_dir), spec.output.name or spec.name)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        write_config(out_dir, config)
+        out_dir = dist.on_main(lambda: Path(run_dir) if run_dir else make_run_dir(Path(spec.output.runs_dir),
+                                                                                  spec.output.name or spec.name))
+        if dist.is_main:  # only rank 0 writes
+            out_dir.mkdir(parents=True, exist_ok=True)
+            write_config(out_dir, config)
     device = pick_device(spec.device)
     deterministic_settings()
     seed_everything(spec.seed)
-    if payload is None:
-        write_environment(out_dir, environment_record(spec.seed, str(device)))
+    if payload is None and dist.is_main:
+        write_environment(out_dir, {**environment_record(spec.seed, str(device)), "world_size": dist.world_size})
     task = build_task(spec, device)
-    with MetricsLogger(out_dir / "metrics.jsonl", json_stdout) as log:
+    if dist.distributed:
+        seed_everything(distributed.rank_seed(spec.seed, dist.rank))  # each rank its own dropout masks
+    with MetricsLogger(out_dir / "metrics.jsonl" if dist.is_main else None, json_stdout and dist.is_main) as log:
         trainer = Trainer(spec.train, task, out_dir, config, log, progress)
         if payload is not None:
-            trainer.restore(payload)
+            trainer.restore(payload, ckpt_path)
             log.log({"event": "resume", "checkpoint": str(ckpt_path), "epoch": trainer.state.epoch + 1,
                      "step": trainer.state.step})
         else:
@@ -110,14 +128,16 @@ def train(spec_path: Path | None, overrides: list[str], *, resume: Path | None =
         summary.update({"valid_loss": final["loss"], "valid_ppl": final["ppl"]})
         if "accuracy" in final:
             summary["valid_accuracy"] = final["accuracy"]
-        summary.update(memory_ratios(task.model.rnn.last_stats) if spec.model.reversible else {})
+        summary.update(memory_summary(task) if spec.model.reversible else {})
         log.log(summary)
     return summary
 
 
 def evaluate(target: Path, split: str = "valid", *, data_dir: str | None = None, which: str = "best",
-             max_batches: int | None = None) -> dict:
-    """Perplexity (and accuracy on synthetic tasks) of a checkpoint on one split."""
+             max_batches: int | None = None, beam: int | None = None, max_sentences: int | None = None) -> dict:
+    """Perplexity (and accuracy on synthetic tasks) of a checkpoint on one split; for translation
+    also BLEU of beam-search (``beam``, default the spec's; 1 = greedy) translations, which are
+    written to ``<run>/translations/``."""
     ckpt_path = resolve_checkpoint(target, prefer=which)
     payload = load_checkpoint(ckpt_path)
     overrides = [f"data.data_dir={data_dir}"] if data_dir else []
@@ -134,10 +154,26 @@ def evaluate(target: Path, split: str = "valid", *, data_dir: str | None = None,
     if "accuracy" in result:
         out["accuracy"] = result["accuracy"]
     if spec.model.reversible:
-        out.update(memory_ratios(task.model.rnn.last_stats))
+        out.update(memory_summary(task))
+    if spec.task == "translation":
+        out.update(_bleu(task, spec, split, beam, max_sentences, ckpt_path))
     if not math.isfinite(out["loss"]):
         out["loss"] = None
     return out
+
+
+def _bleu(task, spec, split: str, beam: int | None, limit: int | None, ckpt_path: Path) -> dict:
+    from .tasks.decode import score, translate_split, write_translations
+
+    beam = spec.decode.beam_size if beam is None else beam
+    if beam < 1:
+        raise UserError(f"--beam must be at least 1 (1 = greedy), got {beam}")
+    data = task.corpus.splits[split]
+    hyps, seconds = translate_split(task.model, data, task.corpus.tgt_vocab, spec.decode, task.device, beam, limit)
+    res = score(hyps, data, task.corpus.tgt_lang)
+    stem = f"{split}.{ckpt_path.stem}.{'greedy' if beam == 1 else f'beam{beam}'}"
+    paths = write_translations(ckpt_path.parent / "translations", stem, hyps, res.pop("detok"))
+    return {**res, "beam": beam, "translations": str(paths[1]), "decode_seconds": seconds}
 
 
 __all__ = ["evaluate", "pick_device", "resolve_checkpoint", "train"]

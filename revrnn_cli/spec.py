@@ -5,7 +5,8 @@
 
 A spec composes the typed config of each part (``data:`` → :class:`DataConfig`, ``model:`` →
 :class:`LMConfig`, ``train:`` → :class:`TrainConfig`), each defined next to what it configures and
-each rejecting unknown keys, so a misspelt key is an error rather than a silently ignored setting.
+each rejecting unknown keys. ``task: translation`` selects :class:`TranslationSpec` instead, whose
+``data:``, ``model:`` and ``decode:`` sections are the translation ones; ``train:`` is shared, so a misspelt key is an error rather than a silently ignored setting.
 Errors are one line naming the file, the key and what is allowed:
 ``experiments/x.yaml: model.hidden_size: must be even …, got 33``.
 """
@@ -13,6 +14,8 @@ Errors are one line naming the file, the key and what is allowed:
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
+
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -100,9 +103,13 @@ def apply_overrides(raw: dict, overrides: list[str], source: str = "--set") -> d
 
 # ---- the experiment spec -----------------------------------------------------------------------
 
-from .data.config import DataConfig  # noqa: E402
+from .data.config import DataConfig, TranslationDataConfig  # noqa: E402
 from .models.lm import LMConfig  # noqa: E402
+from .models.nmt import NMTConfig  # noqa: E402
+from .tasks.decode import DecodeConfig  # noqa: E402
 from .training.config import TrainConfig  # noqa: E402
+
+TASKS = ("lm", "translation")
 
 
 class OutputConfig(BaseModel):
@@ -116,6 +123,7 @@ class ExperimentSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    task: Literal["lm"] = "lm"
     name: str = Field("experiment", min_length=1)
     seed: int = 1111
     device: str = "auto"
@@ -140,6 +148,22 @@ class ExperimentSpec(BaseModel):
         return self.train.backprop or "reverse"
 
 
+class TranslationSpec(ExperimentSpec):
+    """A translation experiment (``task: translation``): Multi30k, an attention encoder-decoder."""
+
+    task: Literal["translation"] = "translation"
+    data: TranslationDataConfig = TranslationDataConfig()
+    model: NMTConfig = NMTConfig()
+    decode: DecodeConfig = DecodeConfig()
+
+
+def spec_class(raw: dict, where: str) -> type[ExperimentSpec]:
+    task = raw.get("task", "lm")
+    if task not in TASKS:
+        raise SpecError(f"{where}: task: must be one of {', '.join(TASKS)}, got {task!r}")
+    return TranslationSpec if task == "translation" else ExperimentSpec
+
+
 def load_spec(path: Path | str | None, overrides: list[str] = (), base: dict | None = None) -> tuple[ExperimentSpec, dict]:
     """Load, override and validate a spec; returns the typed spec and its plain, merged dict."""
     where = str(path) if path is not None else "spec"
@@ -147,10 +171,11 @@ def load_spec(path: Path | str | None, overrides: list[str] = (), base: dict | N
     if not isinstance(raw, dict):
         raise SpecError(f"{where}: expected a mapping at the top level")
     merged = apply_overrides(raw, list(overrides))
+    cls = spec_class(merged, where)
     try:
-        spec = ExperimentSpec.model_validate(merged)
+        spec = cls.model_validate(merged)
     except ValidationError as e:
-        raise SpecError(validation_message(e, where, model=ExperimentSpec)) from None
+        raise SpecError(validation_message(e, where, model=cls)) from None
     return spec, spec.model_dump(mode="json")
 
 
@@ -158,5 +183,5 @@ def dump_spec(spec: ExperimentSpec) -> str:
     return yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)
 
 
-__all__ = ["ExperimentSpec", "OutputConfig", "apply_overrides", "dump_spec", "load_spec", "load_yaml",
+__all__ = ["ExperimentSpec", "OutputConfig", "TranslationSpec", "spec_class", "apply_overrides", "dump_spec", "load_spec", "load_yaml",
            "validation_message"]

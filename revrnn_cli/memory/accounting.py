@@ -30,4 +30,18 @@ def memory_ratios(bits: dict) -> dict:
     return out
 
 
-__all__ = ["memory_ratios", "normal_bits"]
+SIDES = ("enc", "dec")
+"""Prefixes of the per-side accounting of an encoder-decoder (digest §4: the two are reported apart)."""
+
+
+def all_ratios(bits: dict) -> dict:
+    """:func:`memory_ratios` of the totals, plus ``enc_…`` / ``dec_…`` ratios where the dict holds
+    ``enc_normal_bits`` etc. (translation)."""
+    out = memory_ratios(bits)
+    for side in SIDES:
+        sub = {k.removeprefix(f"{side}_"): v for k, v in bits.items() if k.startswith(f"{side}_")}
+        out.update({f"{side}_{k}": v for k, v in memory_ratios(sub).items()})
+    return out
+
+
+__all__ = ["SIDES", "all_ratios", "memory_ratios", "normal_bits"]

@@ -35,27 +35,40 @@ def peak_rss_bytes() -> int:
 def main(argv: list[str]) -> None:
     args = json.loads(argv[0])
     torch.set_num_threads(1)
-    from ..spec import ExperimentSpec
-    from .profile import build_model, make_batch, training_step, vocab_size
+    from ..spec import spec_class
 
-    spec = ExperimentSpec.model_validate(args["config"])
+    spec = spec_class(args["config"], "probe").model_validate(args["config"])
     device = torch.device(args["device"])
-    vocab = vocab_size(spec)
     torch.manual_seed(spec.seed)
-    model = build_model(args["mode"], spec, vocab, device)
-    tokens, targets = make_batch(vocab, args["steps"], args["batch"], spec.seed, device)
+    if spec.task == "translation":
+        from . import profile_nmt as prof
+
+        model = prof.build_model(args["mode"], spec, device)
+        batch = prof.make_batch(spec, args["steps"], args["batch"], spec.seed, device)
+
+        def step():
+            prof.training_step(model, batch)
+    else:
+        from .profile import build_model, make_batch, training_step, vocab_size
+
+        vocab = vocab_size(spec)
+        model = build_model(args["mode"], spec, vocab, device)
+        tokens, targets = make_batch(vocab, args["steps"], args["batch"], spec.seed, device)
+
+        def step():
+            training_step(args["mode"], model, tokens, targets)
     out = {}
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats(device)
         before = torch.cuda.memory_allocated(device)
         if args["step"]:
-            training_step(args["mode"], model, tokens, targets)
+            step()
             torch.cuda.synchronize()
         out["peak_step_bytes"] = torch.cuda.max_memory_allocated(device) - before
     else:
         if args["step"]:
-            training_step(args["mode"], model, tokens, targets)
+            step()
         out["peak_rss_bytes"] = peak_rss_bytes()
     print(json.dumps(out))
 

@@ -98,6 +98,10 @@ def _checkpointed(model: RNNLanguageModel, tokens, targets) -> SegmentResult:
 
 def profile_row(mode: str, spec: ExperimentSpec, steps: int, batch: int, device, repeats: int = 1,
                 measure_peak: bool = True) -> dict:
+    if spec.task == "translation":
+        from .profile_nmt import profile_row as nmt_row
+
+        return nmt_row(mode, spec, steps, batch, device, repeats, measure_peak)
     vocab = vocab_size(spec)
     torch.manual_seed(spec.seed)
     model = build_model(mode, spec, vocab, device)

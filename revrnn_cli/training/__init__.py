@@ -8,6 +8,8 @@ Each module solves one problem of long runs that get interrupted:
 * :mod:`.metrics` - crash-proof JSON-lines metrics, optionally mirrored to stdout for ``--json``.
 * :mod:`.rundir` - a fresh directory per run with the config and environment that produced it.
 * :mod:`.progress` - a cheap progress bar shown only on terminals.
+* :mod:`.distributed` - multi-process training (DistributedDataParallel) under torchrun; the
+  contract a task follows to take part in it.
 """
 
 from __future__ import annotations

@@ -12,7 +12,9 @@ Why each piece exists:
 * Resuming with a different spec silently trains a different experiment; :func:`check_compatible`
   refuses it and names the first key that differs.
 * Resumed runs must continue the *same* random sequence (dropout masks, batch order), so the RNG
-  state of python, numpy and torch is saved in a form the restricted unpickler accepts.
+  state of python, numpy and torch is saved in a form the restricted unpickler accepts. A
+  multi-process run saves every rank's (``ranks``), so it resumes only with the same number of
+  processes: :func:`check_world_size` says so in one line.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ except ImportError:  # pragma: no cover - numpy is installed in every supported 
     _np = None
 
 __all__ = ["atomic_write", "save_checkpoint", "load_checkpoint", "config_hash", "check_compatible",
-           "rng_state", "set_rng_state"]
+           "rng_state", "set_rng_state", "check_world_size"]
 
 _DEFAULT_IGNORE = ("train.epochs", "train.max_steps", "output")
 _MISSING = object()
@@ -166,6 +168,21 @@ def check_compatible(ckpt: dict, config: dict, path: Path,
         if a != b or isinstance(a, bool) != isinstance(b, bool):  # True == 1 in python, not in a spec
             raise UserError(f"{path} was written by a different spec: {key} is {_show(a)} there, "
                             f"{_show(b)} here", exit_code=EXIT_USAGE)
+
+
+def check_world_size(ckpt: dict, world_size: int, path: Path | str) -> None:
+    """Refuse to resume a checkpoint saved by a different number of processes (exit 2).
+
+    Each rank's RNG streams and carried state are saved separately and belong to that rank's part
+    of the batch; there is no faithful way to re-split them. Checkpoints without the field were
+    written by one process.
+    """
+    saved = int(ckpt.get("world_size", 1))
+    if saved != world_size:
+        how = "one process (no torchrun)" if saved == 1 else (
+            f"{saved} processes (revrnn train --nproc {saved}, or torchrun with nnodes x nproc_per_node = {saved})")
+        raise UserError(f"{path} was saved by a run with world size {saved}, this run has world size {world_size}: "
+                        f"resume it with {how}", exit_code=EXIT_USAGE)
 
 
 def rng_state() -> dict:

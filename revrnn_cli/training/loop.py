@@ -7,6 +7,18 @@ holding everything needed for an exact resume (model, optimizer, schedule, RNG s
 position and the task's carried state, the logging accumulators), and graceful SIGINT/SIGTERM.
 
 Resuming continues the run so that its metrics are identical to those of an uninterrupted run.
+
+Under torchrun (:mod:`.distributed`) the same loop runs on every rank, each on its part of every
+batch (the task shards it). Per step, one all-reduce adds the ranks' token counts, losses, correct
+predictions, paper bits, non-finite flags and stop requests, so that every rank takes the same
+decisions at the same step (stop, raise, log) and the logged values are those of the whole batch.
+The loss each rank backpropagates is ``loss_sum * world_size / global_tokens``: DDP averages the
+gradients over the ranks, which gives every rank ``sum over ranks of d loss_sum / global_tokens``,
+the gradient of one process on the whole batch (``loss_sum / tokens``). A task that normalises by
+another count (``StepOutput.normalizer``, e.g. sentences) gets the same treatment: the count must be
+additive over the ranks' parts of the batch, and the global sum is what the loss divides by. Clipping then sees the global norm. Only rank 0
+writes metrics and checkpoints; a checkpoint holds every rank's RNG and task state (the LM's
+carried hidden state differs per rank) and resumes with the same world size only.
 """
 
 from __future__ import annotations
@@ -20,8 +32,15 @@ from typing import Any, Iterator, Protocol
 import torch
 
 from ..errors import EXIT_NONFINITE, UserError
-from ..memory.accounting import memory_ratios
-from .checkpoint import config_hash, rng_state, save_checkpoint, set_rng_state
+from ..memory.accounting import SIDES, all_ratios, memory_ratios
+from . import distributed
+from .checkpoint import (
+    check_world_size,
+    config_hash,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from .config import TrainConfig
 from .metrics import MetricsLogger
 from .progress import Progress
@@ -35,6 +54,7 @@ class StepOutput:
     lr_scale: float = 1.0  # e.g. AWD-LSTM's seq_len / bptt
     correct: int = 0
     bits: dict = field(default_factory=dict)  # the paper's accounting of this batch, if reversible
+    normalizer: float | None = None  # what the gradient's loss divides loss_sum by: tokens (LM) or sentences (NMT)
 
 
 class Task(Protocol):
@@ -72,50 +92,70 @@ class LoopState:
 
 def _interval_zero() -> dict:
     return {"loss": 0.0, "tokens": 0, "correct": 0, "batches": 0, "gnorm": 0.0, "seconds": 0.0,
-            "normal_bits": 0.0, "used_bits": 0.0, "optimal_bits": 0.0}
+            **{k: 0.0 for k in _BITS}}
 
 
 class Trainer:
     def __init__(self, cfg: TrainConfig, task: Task, run_dir: Path, config: dict, logger: MetricsLogger,
                  progress: bool | None = None):
         self.cfg, self.task, self.run_dir, self.config, self.log = cfg, task, run_dir, config, logger
-        self.progress_enabled = progress
+        self.dist = distributed.context()
+        if not self.dist.is_data_parallel(task.model):
+            raise UserError(f"{type(task).__name__} does not support multi-process training: its model is not "
+                            "wrapped with distributed.context().data_parallel() (see revrnn_cli.training.distributed)")
+        self.progress_enabled = progress if self.dist.is_main else False
         self.params = [p for p in task.model.parameters() if p.requires_grad]
         self.opt = torch.optim.SGD(self.params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
         self.state = LoopState(lr=cfg.lr, acc=_interval_zero())
 
     # ---- checkpoints ----------------------------------------------------------------------------
-    def checkpoint_payload(self) -> dict:
-        s = self.state
-        return {
+    def checkpoint_payload(self) -> dict | None:
+        """What a checkpoint holds; a collective under torchrun (None on ranks other than 0)."""
+        s, d = self.state, self.dist
+        mine = {"task": self.task.state_dict(), "rng": rng_state()}
+        ranks = d.gather_object(_to_cpu(mine)) if d.distributed else [mine]
+        if not d.is_main:
+            return None
+        payload = {
             "config": self.config,
             "config_hash": config_hash(self.config),
             "model": self.task.model.state_dict(),
             "optimizer": self.opt.state_dict(),
             "loop": {"epoch": s.epoch, "position": s.position, "step": s.step, "lr": s.lr, "best_val": s.best_val,
                      "val_history": list(s.val_history), "acc": dict(s.acc), "finished": s.finished},
-            "task": self.task.state_dict(),
-            "rng": rng_state(),
+            "task": ranks[0]["task"],
+            "rng": ranks[0]["rng"],
+            "world_size": d.world_size,
         }
+        if d.distributed:
+            payload["ranks"] = ranks  # rank r's {"task", "rng"}
+        return payload
 
     def save(self, name: str) -> Path:
+        """Write ``name.pt`` (rank 0); every rank returns once it is on disk."""
         path = self.run_dir / f"{name}.pt"
-        save_checkpoint(path, self.checkpoint_payload())
+        payload = self.checkpoint_payload()
+        if payload is not None:
+            save_checkpoint(path, payload)
+        self.dist.barrier()  # no rank may exit (and make torchrun stop rank 0) before the file is complete
         return path
 
-    def restore(self, payload: dict) -> None:
+    def restore(self, payload: dict, where: Path | str = "checkpoint") -> None:
+        d = self.dist
+        check_world_size(payload, d.world_size, where)
         self.task.model.load_state_dict(payload["model"])
         self.opt.load_state_dict(payload["optimizer"])
         loop = payload["loop"]
         self.state = LoopState(loop["epoch"], loop["position"], loop["step"], loop["lr"], loop["best_val"],
                                list(loop["val_history"]), dict(loop["acc"]), loop.get("finished", False))
-        self.task.load_state_dict(payload["task"])
-        set_rng_state(payload["rng"])
+        mine = payload["ranks"][d.rank] if d.distributed else payload
+        self.task.load_state_dict(mine["task"])
+        set_rng_state(mine["rng"])
 
     # ---- the loop -------------------------------------------------------------------------------
     def fit(self) -> dict:
         cfg, s = self.cfg, self.state
-        with GracefulStop() as stop:
+        with GracefulStop(announce=self.dist.is_main) as stop:
             while s.epoch < cfg.epochs and not s.finished:
                 size = self.task.epoch_size()
                 if cfg.steps_per_epoch:
@@ -125,22 +165,31 @@ class Trainer:
                     for i, batch in self.task.batches(s.epoch, s.position):
                         if cfg.steps_per_epoch and i >= cfg.steps_per_epoch:
                             break
-                        self._train_step(batch, i, bar)
-                        if stop.requested:
-                            raise Interrupted(stop.exit_code, self.save("last"))
+                        if self._train_step(batch, i, bar, stop):
+                            code = int(self.dist.all_reduce_max(stop.exit_code))  # the signal some rank got
+                            raise Interrupted(code, self.save("last"))
                         if cfg.max_steps and s.step >= cfg.max_steps:
                             self.save("last")
                             return self._summary(stopped="max_steps")
                 self._end_epoch()
         return self._summary(stopped="finished")
 
-    def _train_step(self, batch, i: int, bar: Progress) -> None:
-        cfg, s, acc = self.cfg, self.state, self.state.acc
+    def _train_step(self, batch, i: int, bar: Progress, stop: GracefulStop) -> bool:
+        """One optimizer step; returns whether to stop now (a signal; the same answer on every rank)."""
+        cfg, s, acc, d = self.cfg, self.state, self.state.acc, self.dist
         t0 = time.perf_counter()
         self.task.model.train()
         out = self.task.train_step(batch)
-        loss = out.loss_sum / max(out.tokens, 1)
-        if not torch.isfinite(loss.detach()):
+        if d.distributed:
+            g = self._reduce_step(out, stop)
+            loss = out.loss_sum * (d.world_size / max(g.normalizer, 1))  # DDP's average: the global mean
+            finite = g.finite
+        else:
+            g = _StepTotals(out.tokens, float(out.loss_sum.detach()), out.correct,
+                            {k: float(out.bits.get(k, 0.0)) for k in _BITS}, True, False, 0.0)
+            loss = out.loss_sum / max(out.normalizer or out.tokens, 1)
+            finite = bool(torch.isfinite(loss.detach()))
+        if not finite:
             raise NonFiniteError(f"non-finite training loss at epoch {s.epoch + 1}, step {s.step + 1}; "
                                  f"stopped without updating{self._last_good()}")
         self.opt.zero_grad(set_to_none=True)
@@ -156,19 +205,29 @@ class Trainer:
             group["lr"] = s.lr
         s.step += 1
         s.position = i + 1
-        acc["loss"] += float(out.loss_sum.detach())
-        acc["tokens"] += out.tokens
-        acc["correct"] += out.correct
+        acc["loss"] += g.loss_sum
+        acc["tokens"] += g.tokens
+        acc["correct"] += g.correct
         acc["batches"] += 1
         acc["gnorm"] += float(gnorm)
         acc["seconds"] += time.perf_counter() - t0
-        for k in ("normal_bits", "used_bits", "optimal_bits"):
-            acc[k] += float(out.bits.get(k, 0.0))
-        bar.update(1, loss=float(loss.detach()), lr=s.lr)
+        for k in _BITS:
+            acc[k] = acc.get(k, 0.0) + g.bits[k]  # .get: checkpoints from before the per-side keys
+        bar.update(1, loss=g.loss_sum / max(g.tokens, 1) if d.distributed else float(loss.detach()), lr=s.lr)
         if s.step % cfg.log_interval == 0:
             self._log_interval()
         if cfg.checkpoint_every and s.step % cfg.checkpoint_every == 0:
             self.save("last")
+        return g.stop if d.distributed else stop.requested
+
+    def _reduce_step(self, out: StepOutput, stop: GracefulStop) -> _StepTotals:
+        """The whole batch's totals, from one all-reduce over the ranks (before the backward pass)."""
+        local = float(out.loss_sum.detach())
+        finite = math.isfinite(local)
+        v = self.dist.all_reduce_sum([out.tokens, local if finite else 0.0, out.correct, 0.0 if finite else 1.0,
+                                      1.0 if stop.requested else 0.0, out.normalizer or out.tokens,
+                                      *(float(out.bits.get(k, 0.0)) for k in _BITS)])
+        return _StepTotals(int(v[0]), v[1], int(v[2]), dict(zip(_BITS, v[6:])), v[3] == 0, v[4] > 0, v[5])
 
     def _last_good(self) -> str:
         last = self.run_dir / "last.pt"
@@ -183,7 +242,7 @@ class Trainer:
                "grad_norm": acc["gnorm"] / acc["batches"], "tokens_per_s": acc["tokens"] / max(acc["seconds"], 1e-9)}
         if self.task_reports_accuracy():
             rec["accuracy"] = acc["correct"] / max(acc["tokens"], 1)
-        rec.update(memory_ratios(acc))
+        rec.update(all_ratios(acc))
         self.log.log(rec)
         s.acc = _interval_zero()
 
@@ -224,6 +283,34 @@ class Trainer:
         s = self.state
         return {"event": "end", "stopped": stopped, "epochs": s.epoch, "steps": s.step, "lr": s.lr,
                 "best_valid_loss": s.best_val, "best_valid_ppl": _ppl(s.best_val), "run_dir": str(self.run_dir)}
+
+
+# the paper's accounting, in total and (translation) per side
+_BITS = tuple(f"{side}{k}" for side in ("", *(f"{s}_" for s in SIDES)) for k in ("normal_bits", "used_bits", "optimal_bits"))
+
+
+@dataclass
+class _StepTotals:
+    """One step's sums over the whole batch (all ranks)."""
+
+    tokens: int
+    loss_sum: float
+    correct: int
+    bits: dict
+    finite: bool
+    stop: bool
+    normalizer: float  # sum of the ranks' normalizers (tokens, or sentences): what the loss divides by
+
+
+def _to_cpu(obj: Any) -> Any:
+    """A copy with every tensor on the CPU (what is gathered to rank 0 must unpickle there)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_cpu(v) for v in obj)
+    return obj
 
 
 def _ppl(loss: float) -> float:

@@ -8,12 +8,21 @@ period, and SIGTERM's default action kills the process without saving anything.
 :class:`GracefulStop` records the first signal and lets the training loop poll ``.requested`` at a
 step boundary, where the state is consistent. A second signal means the user does not want to
 wait, so it raises ``KeyboardInterrupt`` at once.
+
+Under torchrun a worker gets every signal twice: Ctrl-C (or a scheduler's SIGTERM) reaches the
+whole process group, and torchrun forwards what it received to its workers a moment later. So
+there, a repeat of the same signal within ``duplicate_window`` seconds (default 2) of the first is
+taken as that copy and ignored; torchrun itself kills the workers if they take longer than its
+shutdown timeout (30 s). In a multi-process run the training loop all-reduces ``requested`` so that
+every rank stops after the same step.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
+import time
 from types import FrameType, TracebackType
 from typing import Any
 
@@ -43,9 +52,14 @@ class GracefulStop:
     restored on exit, also when the body raises.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, announce: bool = True, duplicate_window: float | None = None) -> None:
         self.requested: bool = False
         self.signum: int | None = None
+        self.announce = announce  # print the "finishing the current step" line (rank 0 only under torchrun)
+        if duplicate_window is None:
+            duplicate_window = 2.0 if "TORCHELASTIC_RUN_ID" in os.environ else 0.0
+        self.duplicate_window = duplicate_window
+        self._first_at = 0.0
         self._previous: dict[int, Any] = {}
 
     @property
@@ -57,9 +71,14 @@ class GracefulStop:
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.requested:
+            if signum == self.signum and time.monotonic() - self._first_at < self.duplicate_window:
+                return  # torchrun's forwarded copy of the signal this worker already got
             raise KeyboardInterrupt
         self.requested = True
         self.signum = signum
+        self._first_at = time.monotonic()
+        if not self.announce:
+            return
         name = signal.Signals(signum).name
         err.print(f"revrnn: {name} received: finishing the current step, then saving "
                   "(press Ctrl-C again to abort)", markup=False, highlight=False, soft_wrap=True)

@@ -1,0 +1,395 @@
+"""Attention encoder-decoder for translation, reversible or ordinary (digest §5, §7.2).
+
+    revrnn train experiments/multi30k_revgru_small.yaml
+    revrnn train experiments/multi30k_revgru.yaml --set model.context=emb+slice:20 --set model.enc_max_forget_bits=2
+
+Encoder and decoder are stacks of the same cell; the decoder starts from the encoder's final state
+(every layer) and has no input feeding, so its recurrence runs on the target embeddings alone and
+the attention head (:mod:`.attention`) is applied to its outputs a chunk at a time.
+
+What the attention looks at (``model.context``) is what decides the encoder's memory (digest §5):
+
+* ``hidden``       every top-layer state (the baselines; a reversible encoder then stores them all);
+* ``emb``          the source embeddings after input dropout: rebuilt from token ids, free;
+* ``slice:N``      the first N units of the top encoder layer's h1, stored explicitly (32 bits each)
+                   and *left out of the buffer*: they are multiplied without storing their lost bits
+                   and restored from the stored copy during reversal (``cell.lossy_units``);
+* ``emb+slice:N``  both, concatenated ("Emb + 20H" in the paper's Multi30k table).
+
+Padded source steps leave state and buffer unchanged (:meth:`~revrnn_cli.engine.reversible.Plan.project`),
+so the decoder starts from each sentence's own final state. Padded target steps are run (there is no
+decoder length mask in the reference) and only their loss weight is zero.
+
+Training in ``reverse`` mode goes through :mod:`.nmt_reverse`; every other case (``store``, the
+baselines, evaluation) runs the ordinary path below over the same chunks, so the losses agree.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from ..engine.buffer import NullBuffer
+from ..engine.fixed_point import check_finite, parse_forget_bits
+from ..engine.layers import ReversibleRNN
+from ..engine.reversible import Plan, bit_stats, build_plan, effective_weights, forward_steps, store_steps
+from ..memory.accounting import normal_bits
+from .attention import IGNORE_INDEX, AttentionHead
+from .dropout import embed, locked_mask
+
+REVERSIBLE = ("revgru", "revlstm")
+_CONTEXT = re.compile(r"^(hidden|emb|slice:(\d+)|emb\+slice:(\d+))$")
+
+
+class NMTConfig(BaseModel):
+    """The ``model:`` section of a translation spec (defaults: the paper's Multi30k scripts, digest §7.2)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    cell: Literal["gru", "lstm", "revgru", "revlstm"] = "revgru"
+    emb_size: int = Field(300, ge=2)  # word embeddings = rnn_size in the reference (300 for Multi30k)
+    hidden_size: int = Field(300, ge=2)
+    layers: int = Field(1, ge=1, le=8)  # 1 encoder and 1 decoder layer for Multi30k
+    context: str = "emb+slice:20"  # what the attention looks at (see the module docstring)
+    enc_max_forget_bits: int | None = 3  # -enc_max_forget 0.875 (3 bits), the scripts' default
+    dec_max_forget_bits: int | None = 3  # -dec_max_forget 0.875
+    forget: bool = True  # False: the no-forgetting variants
+    dropouti: float = Field(0.4, ge=0, lt=1)  # locked dropout on the embedded inputs (both sides)
+    dropouth: float = Field(0.4, ge=0, lt=1)  # locked dropout between layers
+    dropouto: float = Field(0.4, ge=0, lt=1)  # locked dropout on the decoder's top outputs
+    dropouts: float = Field(0.4, ge=0, lt=1)  # locked dropout on the attention slice
+    param_init: float = Field(0.1, gt=0)  # every parameter U(-0.1, 0.1) (-param_init 0.1)
+    chunk: int = Field(16, ge=1)
+
+    @property
+    def reversible(self) -> bool:
+        return self.cell in REVERSIBLE
+
+    @property
+    def slice_units(self) -> int:
+        m = _CONTEXT.match(self.context)
+        return int(m.group(2) or m.group(3) or 0)
+
+    @property
+    def uses_emb(self) -> bool:
+        return self.context.startswith("emb")
+
+    @property
+    def uses_hidden(self) -> bool:
+        return self.context == "hidden"
+
+    @property
+    def context_size(self) -> int:
+        return (self.emb_size if self.uses_emb else 0) + self.slice_units + (self.hidden_size if self.uses_hidden else 0)
+
+    @field_validator("enc_max_forget_bits", "dec_max_forget_bits", mode="before")
+    @classmethod
+    def _bits(cls, v):
+        return parse_forget_bits(v)
+
+    @field_validator("context")
+    @classmethod
+    def _context(cls, v: str) -> str:
+        if not _CONTEXT.match(v):
+            raise ValueError(f"must be hidden, emb, slice:N or emb+slice:N, got {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _combinations(self):
+        if self.reversible:
+            for name in ("emb_size", "hidden_size"):
+                if getattr(self, name) % 2:
+                    raise ValueError(f"{name} must be even for a reversible cell (the state is split in halves), "
+                                     f"got {getattr(self, name)}")
+            n, half = self.slice_units, self.hidden_size // 2
+            if self.context.startswith(("slice", "emb+slice")) and not 1 <= n <= half:
+                raise ValueError(f"context slice:N takes the first N units of h1: N must be in 1..{half} "
+                                 f"(hidden_size/2), got {n}; use context=hidden for the whole state")
+        else:
+            if self.context != "hidden":
+                raise ValueError(f"the {self.cell} baseline attends over its full hidden state: context must be "
+                                 f"hidden, got {self.context!r}")
+            defaults = NMTConfig.model_fields
+            for name in ("enc_max_forget_bits", "dec_max_forget_bits"):
+                if getattr(self, name) != defaults[name].default:
+                    raise ValueError(f"{name} applies to reversible cells (revgru, revlstm), not to {self.cell}")
+            if not self.forget:
+                raise ValueError(f"forget=false (no-forgetting variant) needs a reversible cell, not {self.cell}")
+        return self
+
+
+@dataclass
+class Masks:
+    """Every random mask of one batch, drawn once in a fixed order (so both backprop modes agree)."""
+
+    in_src: torch.Tensor | None = None
+    enc: list = field(default_factory=list)
+    in_tgt: torch.Tensor | None = None
+    dec: list = field(default_factory=list)
+    slice: torch.Tensor | None = None
+    out: torch.Tensor | None = None
+
+
+@dataclass
+class NMTResult:
+    loss_sum: torch.Tensor
+    tokens: int
+    correct: int
+    bits: dict = field(default_factory=dict)
+
+
+@dataclass
+class DecodeState:
+    """What beam search carries per row: the decoder state, the context and its padding mask."""
+
+    state: list
+    ctx: torch.Tensor  # [S, N, C]
+    pad: torch.Tensor  # [N, S]
+
+
+_NULL = NullBuffer()
+
+
+class Seq2Seq(nn.Module):
+    def __init__(self, cfg: NMTConfig, src_vocab: int, tgt_vocab: int, backprop: str | None = None):
+        super().__init__()
+        self.cfg = cfg
+        E, H = cfg.emb_size, cfg.hidden_size
+        self.src_emb = nn.Embedding(src_vocab, E)
+        self.tgt_emb = nn.Embedding(tgt_vocab, E)
+        if cfg.reversible:
+            common = dict(forget=cfg.forget, dropout=cfg.dropouth, chunk=cfg.chunk, backprop=backprop or "reverse")
+            self.encoder = ReversibleRNN(cfg.cell, E, H, cfg.layers, max_forget_bits=cfg.enc_max_forget_bits, **common)
+            self.decoder = ReversibleRNN(cfg.cell, E, H, cfg.layers, max_forget_bits=cfg.dec_max_forget_bits, **common)
+            self.encoder.cells[-1].lossy_units = cfg.slice_units  # the slice is stored, not buffered
+        else:
+            rnn = nn.LSTM if cfg.cell == "lstm" else nn.GRU
+            self.encoder = nn.ModuleList(rnn(E if l == 0 else H, H) for l in range(cfg.layers))
+            self.decoder = nn.ModuleList(rnn(E if l == 0 else H, H) for l in range(cfg.layers))
+        self.head = AttentionHead(H, cfg.context_size, tgt_vocab)
+        for p in self.parameters():
+            nn.init.uniform_(p, -cfg.param_init, cfg.param_init)
+        self.last_bits: dict = {}
+
+    @property
+    def backprop(self) -> str | None:
+        return self.encoder.backprop if self.cfg.reversible else None
+
+    # ---- shared pieces --------------------------------------------------------------------------
+    def sample_masks(self, batch: int, device) -> Masks:
+        cfg, w, train = self.cfg, self.src_emb.weight, self.training
+        m = Masks(in_src=locked_mask(batch, cfg.emb_size, cfg.dropouti, w, train))
+        m.enc = self._layer_masks(self.encoder, batch, device)
+        m.in_tgt = locked_mask(batch, cfg.emb_size, cfg.dropouti, w, train)
+        m.dec = self._layer_masks(self.decoder, batch, device)
+        if cfg.slice_units:
+            m.slice = locked_mask(batch, cfg.slice_units, cfg.dropouts, w, train)
+        m.out = locked_mask(batch, cfg.hidden_size, cfg.dropouto, w, train)
+        return m
+
+    def _layer_masks(self, stack, batch, device) -> list:
+        if self.cfg.reversible:
+            return stack.sample_masks(batch, device)[0]
+        return [None] + [locked_mask(batch, self.cfg.hidden_size, self.cfg.dropouth, self.src_emb.weight, self.training)
+                         for _ in range(1, len(stack))]
+
+    def context(self, src, x_src, enc_out, masks: Masks) -> torch.Tensor:
+        """The attention context [S, B, C] from the embedded source and the encoder's kept outputs."""
+        parts = []
+        if self.cfg.uses_emb:
+            parts.append(x_src)
+        if self.cfg.slice_units:
+            s = enc_out[..., : self.cfg.slice_units]
+            parts.append(s if masks.slice is None else s * masks.slice)
+        if self.cfg.uses_hidden:
+            parts.append(enc_out)
+        return torch.cat(parts, -1)
+
+    @staticmethod
+    def active(src_len: torch.Tensor, steps: int) -> torch.Tensor:
+        """[S, B] True at the real (unpadded) source steps."""
+        return torch.arange(steps, device=src_len.device)[:, None] < src_len[None, :]
+
+    # ---- training and teacher-forced evaluation -------------------------------------------------
+    def loss(self, batch) -> NMTResult:
+        """Summed cross-entropy of a batch (a :class:`~revrnn_cli.data.TranslationBatch`)."""
+        B = batch.src.shape[1]
+        masks = self.sample_masks(B, batch.src.device)
+        if (self.cfg.reversible and self.backprop == "reverse" and self.training and torch.is_grad_enabled()):
+            from .nmt_reverse import reverse_loss
+
+            res = reverse_loss(self, batch, masks)
+        else:
+            res = self._direct_loss(batch, masks)
+        self.last_bits = dict(res.bits)
+        return res
+
+    def _direct_loss(self, batch, masks: Masks) -> NMTResult:
+        cfg = self.cfg
+        src, src_len = batch.src, batch.src_len
+        S, B = src.shape
+        grad = torch.is_grad_enabled()
+        x_src = embed(src, self.src_emb.weight, None, masks.in_src)
+        active = self.active(src_len, S)
+        bits = {}
+        if cfg.reversible:
+            enc_out, ints, floats, bits = self._rev_encode(x_src, active, masks, src_len, grad)
+        else:
+            enc_out, base_state = self._base_encode(x_src, src_len, masks)
+        ctx = self.context(src, x_src, enc_out, masks)
+        pad = ~active.t()
+        y_in = embed(batch.tgt_in, self.tgt_emb.weight, None, masks.in_tgt)
+        total, correct = 0.0, 0
+        head = self.head.params()
+
+        def on_output(a, b, Y):
+            nonlocal total, correct
+            loss, c = AttentionHead.chunk_loss(Y, batch.tgt_out[a:b], ctx, pad, masks.out, *head,
+                                               count_correct=not self.training)
+            total, correct = total + loss, correct + c
+
+        if cfg.reversible:
+            bits.update(self._rev_decode(y_in, ints, floats, masks, grad, on_output))
+        else:
+            Y = self._base_decode(y_in, base_state, masks)
+            for a in range(0, Y.shape[0], cfg.chunk):
+                on_output(a, min(a + cfg.chunk, Y.shape[0]), Y[a : a + cfg.chunk])
+        return NMTResult(total, _count(batch.tgt_out), correct, _combine(bits))
+
+    def _plan(self, stack, masks, B, device, active=None, buffers=None) -> Plan:
+        flat = [w for c in stack.cells for w in c.weights()]
+        check_finite([(f"weight {i}", w) for i, w in enumerate(flat)], stack._name())
+        return build_plan(list(stack.cells), flat, None, masks, B, device, self.cfg.chunk, True, stack._name(),
+                          buffers=buffers, active=active)
+
+    def _rev_encode(self, x_src, active, masks, src_len, grad):
+        S, B = x_src.shape[:2]
+        enc = self.encoder
+        plan = self._plan(enc, masks.enc, B, x_src.device, active)
+        ints = [c.init_state(B, x_src.device) for c in enc.cells]
+        outs = []
+        x_chunk = lambda a, b: x_src[a:b]  # noqa: E731
+        if grad:
+            floats = [[h.float() for h in blocks] for blocks in ints]
+            ints, floats = store_steps(plan, ints, floats, S, x_chunk, lambda a, b, Y: outs.append(Y))
+        else:
+            floats = None
+            forward_steps(plan, ints, S, x_chunk, on_output=lambda a, b, Y: outs.append(Y))
+        enc_out = torch.cat(outs)
+        if not self.cfg.uses_hidden:
+            enc_out = enc_out[..., : self.cfg.slice_units]
+        bits = encoder_bits(plan, enc.cells, src_len, S, B, enc_out.shape[-1])
+        return enc_out, ints, floats, bits
+
+    def _rev_decode(self, y_in, ints, floats, masks, grad, on_output) -> dict:
+        T, B = y_in.shape[:2]
+        dec = self.decoder
+        plan = self._plan(dec, masks.dec, B, y_in.device)
+        x_chunk = lambda a, b: y_in[a:b]  # noqa: E731
+        state = [list(blocks) for blocks in ints]
+        if grad:
+            store_steps(plan, state, [list(f) for f in floats], T, x_chunk, on_output)
+        else:
+            forward_steps(plan, state, T, x_chunk, on_output=on_output)
+        return {f"dec_{k}": v for k, v in bit_stats(plan, dec.cells, T, B).items() if k.endswith("_bits")}
+
+    def _base_encode(self, x, src_len, masks):
+        S = x.shape[0]
+        lengths = src_len.cpu()
+        states = []
+        for l, rnn in enumerate(self.encoder):
+            if masks.enc[l] is not None:
+                x = x * masks.enc[l]
+            packed, s = rnn(pack_padded_sequence(x, lengths, enforce_sorted=False))
+            x = pad_packed_sequence(packed, total_length=S)[0]
+            states.append(s)
+        return x, states
+
+    def _base_decode(self, y, states, masks):
+        for l, rnn in enumerate(self.decoder):
+            if masks.dec[l] is not None:
+                y = y * masks.dec[l]
+            y, _ = rnn(y, states[l])
+        return y
+
+    # ---- decoding (the interface of :mod:`.search`) ---------------------------------------------
+    @torch.no_grad()
+    def start(self, src: torch.Tensor, src_len: torch.Tensor) -> DecodeState:
+        """Run the encoder for search. Reversible stacks run the plain fixed-point forward with no
+        buffer (nothing is reversed at test time, as in the reference's ``forward_test``)."""
+        S, B = src.shape
+        masks = Masks(enc=[None] * self.cfg.layers, dec=[None] * self.cfg.layers)
+        x_src = embed(src, self.src_emb.weight, None, None)
+        active = self.active(src_len, S)
+        if self.cfg.reversible:
+            enc = self.encoder
+            plan = self._plan(enc, masks.enc, B, src.device, active, buffers=[_NULL] * len(enc.cells))
+            ints = [c.init_state(B, src.device) for c in enc.cells]
+            outs = []
+            forward_steps(plan, ints, S, lambda a, b: x_src[a:b], on_output=lambda a, b, Y: outs.append(Y))
+            enc_out = torch.cat(outs)
+            state = ints
+        else:
+            enc_out, state = self._base_encode(x_src, src_len, masks)
+        return DecodeState(state, self.context(src, x_src, enc_out, masks), ~active.t())
+
+    @torch.no_grad()
+    def step(self, prev: torch.Tensor, st: DecodeState):
+        x = self.tgt_emb(prev)
+        if self.cfg.reversible:
+            weights = effective_weights(self.decoder.cells, [w for c in self.decoder.cells for w in c.weights()])
+            new = []
+            for cell, (wx, bx, *Wh), blocks in zip(self.decoder.cells, weights, st.state):
+                blocks = cell.step(cell.project(x[None], wx, bx)[0], blocks, Wh, _NULL)
+                new.append(blocks)
+                x = cell.output(blocks)
+        else:
+            new = []
+            for rnn, s in zip(self.decoder, st.state):
+                y, s = rnn(x[None], s)
+                x = y[0]
+                new.append(s)
+        logp, attn = self.head.step(x, st.ctx, st.pad)
+        return logp, attn, DecodeState(new, st.ctx, st.pad)
+
+    @staticmethod
+    def select(st: DecodeState, index: torch.Tensor) -> DecodeState:
+        def pick(s):
+            if isinstance(s, (list, tuple)):
+                return type(s)(pick(t) for t in s)
+            return s.index_select(0 if s.dim() == 2 else 1, index)  # int blocks [N, h]; nn states [1, N, H]
+        return DecodeState(pick(st.state), st.ctx.index_select(1, index), st.pad.index_select(0, index))
+
+
+def encoder_bits(plan, cells, src_len, S, B, kept_units: int) -> dict:
+    """The encoder's accounting (digest §4, §5): ordinary BPTT would keep every real step's state;
+    the reversible encoder keeps its buffer plus the stored context units (32 bits each)."""
+    st = bit_stats(plan, cells, S, B)
+    real = int(src_len.sum())
+    normal = normal_bits([c.hidden_size for c in cells], real, 1, lstm=cells[0].n_blocks == 4)
+    stored = 32 * kept_units * S * B
+    return {"enc_normal_bits": normal, "enc_used_bits": st["used_bits"] + stored,
+            "enc_optimal_bits": st["optimal_bits"] + stored}
+
+
+def _combine(bits: dict) -> dict:
+    """Add the totals (encoder + decoder) to the per-side accounting."""
+    if not bits:
+        return {}
+    out = dict(bits)
+    for k in ("normal_bits", "used_bits", "optimal_bits"):
+        out[k] = bits.get(f"enc_{k}", 0) + bits.get(f"dec_{k}", 0)
+    return out
+
+
+def _count(targets) -> int:
+    return int((targets != IGNORE_INDEX).sum())
+
+
+__all__ = ["DecodeState", "Masks", "NMTConfig", "NMTResult", "Seq2Seq", "encoder_bits"]
