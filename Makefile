@@ -3,7 +3,7 @@
 #   make verify install, then check exact reversal of a default RevGRU and RevLSTM
 #   make test   install, then run the test suite
 #   make bench  install, then time reverse vs store vs nn.LSTM (see docs/results.md)
-#   make sweep-repeat  install, then re-measure the repeat-task sweep of docs/repeat_sweep.md
+#   make sweep-repeat  install, then re-measure the repeat-task sweep of docs/results.md §7
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python

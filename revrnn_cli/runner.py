@@ -172,6 +172,8 @@ def _bleu(task, spec, split: str, beam: int | None, limit: int | None, ckpt_path
     hyps, seconds = translate_split(task.model, data, task.corpus.tgt_vocab, spec.decode, task.device, beam, limit)
     res = score(hyps, data, task.corpus.tgt_lang)
     stem = f"{split}.{ckpt_path.stem}.{'greedy' if beam == 1 else f'beam{beam}'}"
+    if limit is not None and limit < len(data):
+        stem += f".first{limit}"  # never overwrite a whole split's translations with a part
     paths = write_translations(ckpt_path.parent / "translations", stem, hyps, res.pop("detok"))
     return {**res, "beam": beam, "translations": str(paths[1]), "decode_seconds": seconds}
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["DATA_DIR_ENV", "DEFAULT_DATA_DIR", "resolve_data_dir"]
+__all__ = ["DATA_DIR_ENV", "DEFAULT_DATA_DIR", "resolve_data_dir", "resolve_dir"]
 
 #: Environment variable that names the data directory when no explicit one is given.
 DATA_DIR_ENV = "REVRNN_DATA_DIR"
@@ -31,9 +31,15 @@ def resolve_data_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
     so the user sees the path they typed. The directory need not exist: the
     loaders create it when they download.
     """
+    return resolve_dir(explicit, DATA_DIR_ENV, DEFAULT_DATA_DIR)
+
+
+def resolve_dir(explicit: str | os.PathLike[str] | None, env_var: str, default: Path) -> Path:
+    """``explicit`` > ``$env_var`` > ``default``, an empty string counting as not given; ``~``
+    expanded, made absolute (the rule of :func:`resolve_data_dir`, shared by the cache directory)."""
     if explicit is not None and str(explicit) != "":
         chosen = Path(explicit)
     else:
-        env = os.environ.get(DATA_DIR_ENV, "")
-        chosen = Path(env) if env != "" else DEFAULT_DATA_DIR
+        env = os.environ.get(env_var, "")
+        chosen = Path(env) if env != "" else default
     return chosen.expanduser().absolute()

@@ -47,6 +47,7 @@ from . import multi30k as _m30k
 from .corpora import SPLITS
 from .download import write_text_atomic
 from .errors import DataError
+from .paths import resolve_dir
 from .synthetic import IGNORE_INDEX
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -93,12 +94,7 @@ _MOSES_OPTIONS = {"aggressive_dash_splits": True, "escape": False}
 
 def resolve_cache_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
     """The cache directory: ``explicit`` > ``$REVRNN_CACHE_DIR`` > ``~/.cache/revrnn`` (empty = not given)."""
-    if explicit is not None and str(explicit) != "":
-        chosen = Path(explicit)
-    else:
-        env = os.environ.get(CACHE_DIR_ENV, "")
-        chosen = Path(env) if env != "" else _DEFAULT_CACHE_DIR
-    return chosen.expanduser().absolute()
+    return resolve_dir(explicit, CACHE_DIR_ENV, _DEFAULT_CACHE_DIR)
 
 
 @cache

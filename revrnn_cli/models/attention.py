@@ -21,6 +21,17 @@ import torch.nn.functional as F
 from torch import nn
 
 IGNORE_INDEX = -100
+BLOCK_LOGITS = 1 << 22
+"""Logits computed at once (16 MiB in float32). A chunk of decoder steps is scored in blocks of whole
+steps below this size, so the output layer's transient memory does not grow with the vocabulary
+times the chunk: with 18k German words and 64 sentences one chunk of 16 steps would be 75 MB per
+logits-sized tensor, and in reverse mode that transient, not the recurrent states, sets the peak."""
+
+
+def step_blocks(steps: int, batch: int, vocab: int) -> list[tuple[int, int]]:
+    """[a, b) ranges of whole steps whose logits stay under :data:`BLOCK_LOGITS` elements."""
+    n = max(1, BLOCK_LOGITS // max(batch * vocab, 1))
+    return [(a, min(a + n, steps)) for a in range(0, steps, n)]
 
 
 class AttentionHead(nn.Module):
@@ -54,6 +65,16 @@ class AttentionHead(nn.Module):
         and the number of correct argmax predictions (0 unless ``count_correct``: an argmax over
         the vocabulary costs a fifth of the step, so training skips it). Every path (reverse,
         store, baseline, evaluation) calls this on the same chunks, so they sum the loss identically."""
+        loss, correct = 0.0, 0
+        for a, b in step_blocks(Y.shape[0], Y.shape[1], w_g.shape[0]):
+            l, c = AttentionHead.block_loss(Y[a:b], targets[a:b], ctx, pad, out_mask, w_a, w_o, w_g, b_g,
+                                            count_correct)
+            loss, correct = loss + l, correct + c
+        return loss, correct
+
+    @staticmethod
+    def block_loss(Y, targets, ctx, pad, out_mask, w_a, w_o, w_g, b_g, count_correct: bool = True):
+        """:meth:`chunk_loss` of one block of steps (see :func:`step_blocks`)."""
         if out_mask is not None:
             Y = Y * out_mask
         out, _ = AttentionHead.attend(Y, ctx, pad, w_a, w_o)
@@ -72,4 +93,4 @@ class AttentionHead(nn.Module):
         return F.log_softmax(self.generator(out[0]), -1), a[0]
 
 
-__all__ = ["AttentionHead", "IGNORE_INDEX"]
+__all__ = ["AttentionHead", "BLOCK_LOGITS", "IGNORE_INDEX", "step_blocks"]

@@ -25,7 +25,7 @@ import torch
 from ..engine.fixed_point import STATE_DTYPE, check_finite, to_float
 from ..engine.reversible import (bit_stats, build_plan, check_recovered, forward_steps, kept_bytes, raw_weight_grads,
                                  reverse_steps)
-from .attention import AttentionHead
+from .attention import AttentionHead, step_blocks
 from .dropout import embed, embed_grad
 
 
@@ -190,16 +190,21 @@ class _RevDecoderLoss(torch.autograd.Function):
         d_tgt = torch.zeros_like(tgt_w)
 
         def dy_chunk(a, b, Y):
-            with torch.enable_grad():
-                Yl = Y.detach().requires_grad_()
-                hp = [p.detach().requires_grad_() for p in head]
-                loss, _ = AttentionHead.chunk_loss(Yl, run.tgt_out[a:b], ctx_leaf, run.pad, run.masks.out, *hp,
-                                                   count_correct=False)
-                grads = torch.autograd.grad(loss * g, [Yl, ctx_leaf, *hp])
-            d_ctx.add_(grads[1])
-            for acc, gr in zip(d_head, grads[2:]):
-                acc.add_(gr)
-            return grads[0]
+            # the head, recomputed block by block (the forward's blocks): one block's logits at a time
+            dY = torch.empty_like(Y)
+            tgt = run.tgt_out[a:b]
+            for s, e in step_blocks(b - a, B, head[2].shape[0]):
+                with torch.enable_grad():
+                    Yl = Y[s:e].detach().requires_grad_()
+                    hp = [p.detach().requires_grad_() for p in head]
+                    loss, _ = AttentionHead.block_loss(Yl, tgt[s:e], ctx_leaf, run.pad, run.masks.out, *hp,
+                                                       count_correct=False)
+                    grads = torch.autograd.grad(loss * g, [Yl, ctx_leaf, *hp])
+                dY[s:e] = grads[0]
+                d_ctx.add_(grads[1])
+                for acc, gr in zip(d_head, grads[2:]):
+                    acc.add_(gr)
+            return dY
 
         def dx_chunk(a, b, dX):
             embed_grad(run.tgt_in[a:b], dX, None, run.masks.in_tgt, d_tgt)

@@ -73,6 +73,7 @@ class TranslationTask:
         self.model.eval()
         data = self.corpus.splits[split]
         total, tokens, correct = 0.0, 0, 0
+        bits: dict[str, float] = {}
         for i, idx in enumerate(batch_indices(data, self.spec.train.eval_batch_size, shuffle=False)):
             if max_batches and i >= max_batches:
                 break
@@ -81,6 +82,10 @@ class TranslationTask:
                 continue
             res = self.model.loss(collate(data, idx).to(self.device))
             total, tokens, correct = total + float(res.loss_sum), tokens + res.tokens, correct + res.correct
+            for k, v in res.bits.items():
+                if k.endswith("_bits"):
+                    bits[k] = bits.get(k, 0.0) + v
+        self._eval_bits = bits
         if self.dist.distributed:
             total, tokens, correct = self.dist.all_reduce_sum([total, tokens, correct])
             tokens, correct = int(tokens), int(correct)
@@ -89,8 +94,9 @@ class TranslationTask:
                 "accuracy": correct / max(tokens, 1)}
 
     def memory_stats(self) -> dict:
-        """The paper's accounting of the last batch (encoder and decoder separately)."""
-        return dict(self.model.last_bits)
+        """The paper's accounting (encoder and decoder separately) summed over the last evaluation's
+        batches (this rank's), or of the last batch when nothing was evaluated yet."""
+        return dict(getattr(self, "_eval_bits", None) or self.model.last_bits)
 
     # ---- what a checkpoint needs beyond the model (the batch order is a function of the epoch) ---
     def state_dict(self) -> dict:

@@ -184,3 +184,22 @@ def test_config_errors():
     with pytest.raises(ValueError, match="baseline"):
         NMTConfig(cell="gru", context="emb")
     assert NMTConfig(context="emb+slice:20").context_size == 320
+
+
+def test_output_layer_in_blocks_gives_the_same_loss_and_gradients(monkeypatch):
+    """Scoring a chunk in blocks of steps (to bound the logits' memory) changes nothing: reverse and
+    store still agree bit for bit on the loss, and both equal the unblocked loss to rounding."""
+    import revrnn_cli.models.attention as attention
+
+    batch = make_batch(B=5, T=7)
+    whole, g_whole = loss_and_grads(model(layers=2), batch)
+    monkeypatch.setattr(attention, "BLOCK_LOGITS", 2 * 5 * V_TGT)  # two steps per block
+    assert len(attention.step_blocks(4, 5, V_TGT)) == 2
+    res_r, g_r = loss_and_grads(model(layers=2, backprop="reverse"), batch)
+    res_s, g_s = loss_and_grads(model(layers=2, backprop="store"), batch)
+    assert torch.equal(res_r.loss_sum.detach(), res_s.loss_sum.detach())
+    torch.testing.assert_close(res_r.loss_sum.detach(), whole.loss_sum.detach())
+    for name in g_s:
+        scale = g_s[name].abs().max().clamp_min(1e-12)
+        assert ((g_r[name] - g_s[name]).abs().max() / scale) < 1e-5, name
+        assert ((g_r[name] - g_whole[name]).abs().max() / scale) < 1e-5, name

@@ -70,7 +70,7 @@ def test_evaluate_translates_and_scores(trained):
     assert len(lines) == 12
     assert len((run / "translations" / "test.best.beam3.tok").read_text().splitlines()) == 12
     greedy = runner.evaluate(run, "test", beam=1, max_sentences=5)
-    assert greedy["sentences"] == 5 and (run / "translations" / "test.best.greedy.txt").is_file()
+    assert greedy["sentences"] == 5 and (run / "translations" / "test.best.greedy.first5.txt").is_file()
     assert greedy["loss"] == beam["loss"]  # teacher-forced perplexity does not depend on decoding
 
 
