@@ -199,7 +199,7 @@ class Seq2Seq(nn.Module):
         return [None] + [locked_mask(batch, self.cfg.hidden_size, self.cfg.dropouth, self.src_emb.weight, self.training)
                          for _ in range(1, len(stack))]
 
-    def context(self, src, x_src, enc_out, masks: Masks) -> torch.Tensor:
+    def context(self, x_src, enc_out, masks: Masks) -> torch.Tensor:
         """The attention context [S, B, C] from the embedded source and the encoder's kept outputs."""
         parts = []
         if self.cfg.uses_emb:
@@ -242,7 +242,7 @@ class Seq2Seq(nn.Module):
             enc_out, ints, floats, bits = self._rev_encode(x_src, active, masks, src_len, grad)
         else:
             enc_out, base_state = self._base_encode(x_src, src_len, masks)
-        ctx = self.context(src, x_src, enc_out, masks)
+        ctx = self.context(x_src, enc_out, masks)
         pad = ~active.t()
         y_in = embed(batch.tgt_in, self.tgt_emb.weight, None, masks.in_tgt)
         total, correct = 0.0, 0
@@ -337,7 +337,7 @@ class Seq2Seq(nn.Module):
             state = ints
         else:
             enc_out, state = self._base_encode(x_src, src_len, masks)
-        return DecodeState(state, self.context(src, x_src, enc_out, masks), ~active.t())
+        return DecodeState(state, self.context(x_src, enc_out, masks), ~active.t())
 
     @torch.no_grad()
     def step(self, prev: torch.Tensor, st: DecodeState):

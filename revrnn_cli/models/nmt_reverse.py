@@ -225,7 +225,7 @@ class _RevDecoderLoss(torch.autograd.Function):
 def _context(run: _DecRun, src_w, kept_f):
     m = run.masks
     x_src = embed(run.enc.src, src_w, None, m.in_src) if run.model.cfg.uses_emb else None
-    return run.model.context(run.enc.src, x_src, kept_f, m)
+    return run.model.context(x_src, kept_f, m)
 
 
 def reverse_loss(model, batch, masks):

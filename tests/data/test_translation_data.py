@@ -26,6 +26,7 @@ from revrnn_cli.data import (
 )
 from revrnn_cli.data import download as dl
 from revrnn_cli.data import multi30k as m30k
+from revrnn_cli.data import tokenize as tok
 from revrnn_cli.data import translation as tr
 from revrnn_cli.data.translation import BOS, EOS, PAD, UNK, load_parallel_corpus
 
@@ -241,14 +242,14 @@ def _cfg(data_dir, **kw):
 
 def _count_tokenised(monkeypatch) -> list[int]:
     calls: list[int] = []
-    real = tr.moses_tokenize
+    real = tok.moses_tokenize
 
     def counting(lines, lang):
         lines = list(lines)
         calls.append(len(lines))
         return real(lines, lang)
 
-    monkeypatch.setattr(tr, "moses_tokenize", counting)
+    monkeypatch.setattr(tok, "moses_tokenize", counting)
     return calls
 
 
@@ -307,9 +308,9 @@ def test_corrupt_cache_is_rebuilt(real_data_dir, tmp_path, monkeypatch, damage):
 def test_cache_key_depends_on_file_content(real_data_dir, tmp_path):
     raw = m30k.read_multi30k(real_data_dir, download=False, splits=("test",), langs=("en",))
     lines = list(raw.splits["test"].lines["en"])
-    a = tr.tokenize_cached(lines, "en", "a" * 64, 5, tmp_path)
+    a = tok.tokenize_cached(lines, "en", "a" * 64, 5, tmp_path)
     lines[0] = "Something else entirely."
-    b = tr.tokenize_cached(lines, "en", "b" * 64, 5, tmp_path)
+    b = tok.tokenize_cached(lines, "en", "b" * 64, 5, tmp_path)
     assert a[1:] == b[1:] and a[0] != b[0] == ["Something", "else", "entirely", "."]
     assert len(list((tmp_path / "tokenized").glob("moses-en-*.json"))) == 2
 
@@ -324,10 +325,10 @@ def test_unwritable_cache_only_warns(real_data_dir, tmp_path):
 
 def test_cache_dir_resolution(tmp_path, monkeypatch):
     monkeypatch.setenv("REVRNN_CACHE_DIR", str(tmp_path / "c"))
-    assert tr.resolve_cache_dir() == tmp_path / "c"
-    assert tr.resolve_cache_dir(tmp_path / "x") == tmp_path / "x"
+    assert tok.resolve_cache_dir() == tmp_path / "c"
+    assert tok.resolve_cache_dir(tmp_path / "x") == tmp_path / "x"
     monkeypatch.setenv("REVRNN_CACHE_DIR", "")
-    assert tr.resolve_cache_dir() == Path("~/.cache/revrnn").expanduser().absolute()
+    assert tok.resolve_cache_dir() == Path("~/.cache/revrnn").expanduser().absolute()
 
 
 # --------------------------------------------------------------------------- download (faked) and errors
