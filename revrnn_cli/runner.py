@@ -65,8 +65,7 @@ def build_task(spec: ExperimentSpec, device: torch.device):
 
 def memory_summary(task) -> dict:
     """The paper's ratios for the task's last batch (encoder and decoder separately for translation)."""
-    stats = task.memory_stats() if hasattr(task, "memory_stats") else getattr(task.model.rnn, "last_stats", {})
-    return all_ratios(stats)
+    return all_ratios(task.memory_stats())
 
 
 def resolve_checkpoint(path: Path, prefer: str = "last") -> Path:

@@ -36,7 +36,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from ..engine.buffer import NullBuffer
-from ..engine.fixed_point import check_finite, parse_forget_bits
+from ..engine.fixed_point import check_finite, parse_forget_bits, to_float
 from ..engine.layers import ReversibleRNN
 from ..engine.reversible import Plan, bit_stats, build_plan, effective_weights, forward_steps, store_steps
 from ..memory.accounting import normal_bits
@@ -276,7 +276,7 @@ class Seq2Seq(nn.Module):
         outs = []
         x_chunk = lambda a, b: x_src[a:b]  # noqa: E731
         if grad:
-            floats = [[h.float() for h in blocks] for blocks in ints]
+            floats = [[to_float(h) for h in blocks] for blocks in ints]
             ints, floats = store_steps(plan, ints, floats, S, x_chunk, lambda a, b, Y: outs.append(Y))
         else:
             floats = None

@@ -172,6 +172,10 @@ class LMTask:
         return out
 
     # ---- what a checkpoint needs beyond the model ------------------------------------------------
+    def memory_stats(self) -> dict:
+        """The paper's accounting of the last segment (empty for the ordinary baselines)."""
+        return dict(getattr(self.model.rnn, "last_stats", {}))
+
     def state_dict(self) -> dict:
         hidden = None
         if isinstance(self.hidden, RevState):
