@@ -4,8 +4,8 @@
     revrnn train experiments/ptb_revlstm.yaml --print-config
 
 A spec composes the typed config of each part (``data:`` → :class:`DataConfig`, ``model:`` →
-:class:`LMConfig`, ``train:`` → :class:`TrainConfig`), each defined next to what it configures and
-each rejecting unknown keys. ``task: translation`` selects :class:`TranslationSpec` instead, whose
+:class:`LMConfig`, ``decode:`` → :class:`DecodeConfig`), each defined next to what it configures and
+each rejecting unknown keys; ``train:`` and ``output:`` configure the runner and are defined here. ``task: translation`` selects :class:`TranslationSpec` instead, whose
 ``data:``, ``model:`` and ``decode:`` sections are the translation ones; ``train:`` is shared, so a misspelt key is an error rather than a silently ignored setting.
 Errors are one line naming the file, the key and what is allowed:
 ``experiments/x.yaml: model.hidden_size: must be even …, got 33``.
@@ -17,9 +17,14 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .data.config import DataConfig, TranslationDataConfig
+from .engine.segment import resolve_backprop
 from .errors import SpecError
+from .models.lm import LMConfig
+from .models.nmt import NMTConfig
+from .models.search import DecodeConfig
 
 
 def load_yaml(path: Path | str):
@@ -103,13 +108,42 @@ def apply_overrides(raw: dict, overrides: list[str], source: str = "--set") -> d
 
 # ---- the experiment spec -----------------------------------------------------------------------
 
-from .data.config import DataConfig, TranslationDataConfig  # noqa: E402
-from .models.lm import LMConfig  # noqa: E402
-from .models.nmt import NMTConfig  # noqa: E402
-from .tasks.decode import DecodeConfig  # noqa: E402
-from .training.config import TrainConfig  # noqa: E402
 
 TASKS = ("lm", "translation")
+
+
+class TrainConfig(BaseModel):
+    """The ``train:`` section: what the training loop does (values default to the paper code's, §7.1
+    of its language-model script). It lives here, beside ``output:``, because both configure the
+    runner that reads the spec, and the spec must not depend on the runner."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backprop: str | None = None  # reversible cells only: reverse or store; None = the engine's default
+    lr: float = Field(20.0, gt=0)
+    weight_decay: float = Field(1.2e-6, ge=0)
+    momentum: float = Field(0.0, ge=0, lt=1)
+    clip: float = Field(0.1, ge=0)  # global gradient-norm clipping; 0 disables it
+    batch_size: int = Field(20, ge=1)
+    eval_batch_size: int = Field(10, ge=1)
+    test_batch_size: int = Field(1, ge=1)
+    bptt: int = Field(70, ge=1)
+    random_bptt: bool = True  # AWD-LSTM: N(70 or 35, 5), lr scaled by length / bptt
+    epochs: int = Field(1, ge=1)
+    max_steps: int | None = Field(None, ge=1)  # stop (and checkpoint) after this many optimizer steps
+    steps_per_epoch: int | None = Field(None, ge=1)  # cap an epoch (quick runs); None = the whole split
+    schedule: Literal["plateau", "halve_on_rise", "none"] = "plateau"
+    lr_decay: float = Field(4.0, gt=1)
+    nonmono: int = Field(5, ge=0)
+    min_lr: float = Field(0.0, ge=0)  # stop training once the learning rate falls below this
+    log_interval: int = Field(50, ge=1)
+    eval_batches: int | None = Field(None, ge=1)  # cap validation batches (quick runs)
+    checkpoint_every: int | None = Field(None, ge=1)  # also save `last` every N steps
+
+    @field_validator("backprop")
+    @classmethod
+    def _backprop(cls, v):
+        return None if v is None else resolve_backprop(v)
 
 
 class OutputConfig(BaseModel):
@@ -145,7 +179,7 @@ class ExperimentSpec(BaseModel):
     def backprop(self) -> str | None:
         if not self.model.reversible:
             return None
-        return self.train.backprop or "reverse"
+        return resolve_backprop(self.train.backprop)
 
 
 class TranslationSpec(ExperimentSpec):
@@ -183,5 +217,5 @@ def dump_spec(spec: ExperimentSpec) -> str:
     return yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)
 
 
-__all__ = ["ExperimentSpec", "OutputConfig", "TranslationSpec", "spec_class", "apply_overrides", "dump_spec", "load_spec", "load_yaml",
+__all__ = ["ExperimentSpec", "OutputConfig", "TrainConfig", "TranslationSpec", "spec_class", "apply_overrides", "dump_spec", "load_spec", "load_yaml",
            "validation_message"]

@@ -13,7 +13,7 @@ from revrnn_cli.data.config import DataConfig
 from revrnn_cli.errors import EXIT_OK, EXIT_USAGE, SpecError
 from revrnn_cli.models.lm import LMConfig
 from revrnn_cli.spec import ExperimentSpec, OutputConfig, apply_overrides, load_spec
-from revrnn_cli.training.config import TrainConfig
+from revrnn_cli.spec import TrainConfig
 
 BASE = {
     "name": "tiny",

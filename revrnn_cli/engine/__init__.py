@@ -20,7 +20,8 @@ from .fixed_point import (
     ReversalError,
     StateOverflowError,
 )
-from .layers import BACKPROP_MODES, RevGRU, RevLSTM, RevState, ReversibleRNN
+from .layers import RevGRU, RevLSTM, RevState, ReversibleRNN
+from .segment import BACKPROP_MODES, DEFAULT_BACKPROP, Segment, SegmentOutput
 
 
 def deterministic_settings() -> None:

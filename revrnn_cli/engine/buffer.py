@@ -16,8 +16,14 @@ unit whose head would leave that interval emits its low byte to the stack; durin
 whose head dropped below L pulls its byte back. Whether a unit emits is decided from the head and Z
 alone, and the division can recognise it from the head alone (it is below L exactly when a byte was
 emitted), so no flags are stored and emission is per unit, never synchronised. Every stored byte
-is full, so the stack holds the forgotten bits to within rounding, and all arithmetic fits int32:
-X = 1024 B + r < 2^28.
+is full, so the stack holds the forgotten bits to within rounding.
+
+Bounds of every intermediate, for any int64 state h (|h| <= 2^63) and 1 <= Z <= 1024:
+X = 1024 B + (h mod 1024) < 2^28; q = floor(X / Z) <= X; |floor(h / 1024)| <= 2^53, so
+|floor(h / 1024) Z| <= 2^63 and floor(h / 1024) Z + (X mod Z) stays in int64 (the product is a
+multiple of Z, the remainder below Z). The division mirrors it: h mod Z < Z, Z B < 2^28, and a
+correct reversal's floor(h / Z) is floor(h_old / 1024), whose product with 1024 is within 1024 of
+h_old.
 
 After the forward pass :meth:`InformationBuffer.seal` packs each head into 18 bits (it lies in
 [2^10, 2^18)), so what stays in memory between forward and backward is the byte stack plus 18 bits
@@ -46,7 +52,7 @@ _SHIFT_W = torch.tensor(WORD_BITS, **_I32)
 _SHIFT_F = torch.tensor(FORGET_FRAC_BITS, **_I32)
 _LOW_F = torch.tensor(FORGET_ONE - 1, **_I32)
 _FLOOR = torch.tensor(HEAD_FLOOR, **_I32)
-_QH_LIMIT = 1 << (31 - FORGET_FRAC_BITS)  # |floor(h / 1024)| for any int32 h
+_QH_LIMIT = 1 << (63 - FORGET_FRAC_BITS)  # |floor(h / 1024)| for any int64 h
 
 
 class InformationBuffer:
@@ -70,6 +76,8 @@ class InformationBuffer:
         self.multiplications = 0
         self._zprod = torch.ones(self.shape, dtype=torch.float64, device=self.device) if track_optimal else None
         self._optimal_bits = torch.zeros((), dtype=torch.float64, device=self.device)
+        self._saturated = torch.zeros((), dtype=torch.int64, device=self.device) if track_optimal else None
+        self.gates_seen = 0
         self._since_fold = 0
         self._qmin = self._qmax = None
 
@@ -101,14 +109,20 @@ class InformationBuffer:
         values are kept elsewhere (the attention slice of an NMT encoder, digest §5), and the
         division leaves them for the caller to restore.
         """
+        if self._saturated is not None:
+            self._saturated += (Z == FORGET_ONE).sum()  # gates that forget nothing: integrators
+            self.gates_seen += Z.numel()
         if skip:
             Zb, zb = Z.clone(), None if z is None else z.clone()
             Zb[:, :skip] = FORGET_ONE  # multiplying by 1024/1024 stores nothing (and costs no bits)
             if zb is not None:
                 zb[:, :skip] = 1.0
-            out = self.mul(h, Zb, zb)
+            out = self._mul(h, Zb, zb)
             out[:, :skip] = floor_mul(h[:, :skip], Z[:, :skip])
             return out
+        return self._mul(h, Z, z)
+
+    def _mul(self, h: torch.Tensor, Z: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
         head = self.head
         bmax = Z << _SHIFT_W  # B_max(Z) = 2^(w-10) L Z = 256 Z: below it the result stays under 2^8 L
         if self.rounds == 1:
@@ -123,7 +137,7 @@ class InformationBuffer:
         self.multiplications += 1
         if z is not None and self._zprod is not None:
             self._track(z)
-        # (h >> 10) Z + (X mod Z): every intermediate fits int32 (|h >> 10| Z <= 2^31, q Z <= X < 2^28)
+        # (h >> 10) Z + (X mod Z): every intermediate fits int64 (|h >> 10| Z <= 2^63, q Z <= X < 2^28)
         return torch.addcmul(torch.addcmul(X, q, Z, value=-1), h >> _SHIFT_F, Z)
 
     def _track(self, z: torch.Tensor) -> None:
@@ -139,6 +153,11 @@ class InformationBuffer:
             self._optimal_bits -= torch.log2(self._zprod).sum()
             self._zprod.fill_(1.0)
             self._since_fold = 0
+
+    @property
+    def saturated_gates(self) -> int:
+        """How many of the gates multiplied so far were quantised to exactly 1 (Z = 1024)."""
+        return 0 if self._saturated is None else int(self._saturated)
 
     @property
     def optimal_bits(self) -> float:
@@ -186,7 +205,7 @@ class InformationBuffer:
             head = head.masked_scatter(need, torch.masked_select(head, need).mul_(1 << WORD_BITS).add_(low))
         self.head = head
         self.multiplications -= 1
-        # A correct reversal has |qh| < 2^21 (it is floor(h_old / 1024)). A corrupted one can leave
+        # A correct reversal has |qh| <= 2^53 (it is floor(h_old / 1024)). A corrupted one can leave
         # that range, where qh * 1024 would wrap and could even hide the corruption: track the
         # extremes (no sync) and let the final emptiness check report it.
         lo, hi = torch.aminmax(qh)
@@ -199,7 +218,7 @@ class InformationBuffer:
 
     # ---- sealing the heads between forward and backward -----------------------------------------
     def seal(self) -> None:
-        """Pack the heads (values in [2^10, 2^18)) into 18 bits per unit and drop the int32 tensor.
+        """Pack the heads (values in [2^10, 2^18)) into 18 bits per unit and drop the integer tensor.
 
         The stack's spare capacity (it grows by doubling) is released too, so what stays allocated
         between forward and backward is what ``used_bits`` counts, give or take the padding of the
@@ -240,8 +259,8 @@ class InformationBuffer:
 
     @property
     def allocated_bytes(self) -> int:
-        """Bytes actually allocated (stack capacity, and the heads as int32 unless sealed)."""
-        heads = 4 * self.numel if self._sealed is None else sum(t.numel() for t in self._sealed)
+        """Bytes actually allocated (stack capacity, and the heads as integers unless sealed)."""
+        heads = self.head.element_size() * self.numel if self._sealed is None else sum(t.numel() for t in self._sealed)
         return self._arena.numel() + heads
 
     def trim(self) -> None:
@@ -265,7 +284,7 @@ class InformationBuffer:
 
 
 def floor_mul(h: torch.Tensor, Z: torch.Tensor) -> torch.Tensor:
-    """floor(h * Z / 1024) in int32 without overflow: the lossy multiplication, nothing stored."""
+    """floor(h * Z / 1024) without overflow for any int64 h: the lossy multiplication, nothing stored."""
     return torch.addcmul(((h & _LOW_F) * Z) >> _SHIFT_F, h >> _SHIFT_F, Z)
 
 

@@ -43,6 +43,7 @@ from .fixed_point import (
     HIDDEN_UNIT,
     STATE_DTYPE,
     forget_squash,
+    parse_forget_bits,
     quantize_gate,
     quantize_product,
     quantize_update,
@@ -84,7 +85,7 @@ def _init_uniform(t: torch.Tensor, fan_in: int) -> None:
 class _RevCell(nn.Module):
     """Shared machinery: parameters per half, state blocks, squash constants, the buffer protocol."""
 
-    n_blocks: int  # int32 state blocks of width hidden/2: 2 (h1, h2) or 4 (h1, h2, c1, c2)
+    n_blocks: int  # integer state blocks of width hidden/2: 2 (h1, h2) or 4 (h1, h2, c1, c2)
 
     def __init__(self, input_size: int, hidden_size: int, max_forget_bits: int | None = 3, forget: bool = True):
         super().__init__()
@@ -94,8 +95,8 @@ class _RevCell(nn.Module):
         self.hidden_size = hidden_size
         self.half = hidden_size // 2
         self.forget = forget
-        self.max_forget_bits = max_forget_bits if forget else 0
-        self.m = forget_squash(max_forget_bits) if forget else 0.0
+        self.max_forget_bits = parse_forget_bits(max_forget_bits) if forget else 0
+        self.m = forget_squash(self.max_forget_bits) if forget else 0.0
         self.one_minus_m = 1.0 - self.m
         self.zero_guard = forget and max_forget_bits is None
         # Units of h1 multiplied without the buffer because their values are stored elsewhere (the

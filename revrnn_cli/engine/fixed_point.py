@@ -10,8 +10,15 @@ arithmetic (matmuls, sigmoid, tanh) stays in float32. Only the state update is i
 ``Mul`` is the exact multiplication by Z/1024 of :mod:`revrnn_cli.engine.buffer`; ``U`` is recomputed
 bit-identically during reversal, so subtracting it is exact.
 
+The states are **int64** with 23 fractional bits: resolution 2^-23 and range |state| < 2^40
+(about 1.1e12). The paper's code used int32, whose range of ±256 a RevLSTM can leave: its updates
+h <- p h + o tanh(c) and c <- f c + i g grow |state| by up to 1 per step while p and f are
+quantised to exactly 1, and the state is carried from segment to segment. In int64 the same growth
+takes more than 10^12 steps to reach the bound. Every intermediate of the exact multiplication
+stays inside int64 for any int64 state (the bounds are stated in :mod:`.buffer`).
+
 This module holds the representation (conversions, gate quantisation, "max forgetting" squash) and
-the guards that make misuse loud instead of silent: a state leaving the int32 range raises
+the guards that make misuse loud instead of silent: a state leaving the safe range raises
 :class:`StateOverflowError`, a non-finite input raises :class:`NonFiniteError`.
 """
 
@@ -20,7 +27,7 @@ from __future__ import annotations
 import torch
 
 HIDDEN_FRAC_BITS = 23
-"""Fractional bits of the fixed-point states (digest §3.1): resolution 2^-23, range about ±256."""
+"""Fractional bits of the fixed-point states (paper §3.1): resolution 2^-23."""
 
 FORGET_FRAC_BITS = 10
 """Forget gates are multiples of 2^-10 (digest §3.2)."""
@@ -28,12 +35,21 @@ FORGET_FRAC_BITS = 10
 FORGET_ONE = 1 << FORGET_FRAC_BITS
 HIDDEN_SCALE = float(1 << HIDDEN_FRAC_BITS)
 HIDDEN_UNIT = 1.0 / HIDDEN_SCALE
-STATE_DTYPE = torch.int32
+STATE_DTYPE = torch.int64
+STATE_BITS = 64
 
-INT32_MAX = (1 << 31) - 1
+STATE_INT_MAX = (1 << (STATE_BITS - 1)) - 1
+STATE_BOUND = float(1 << (STATE_BITS - 1 - HIDDEN_FRAC_BITS))
+"""|state| < 2^40: the largest value an int64 with 23 fractional bits holds."""
+
 # Largest growth of |state| in one update, in integer units: |Mul(h, Z)| <= |h| + 1024 and
 # |U| <= 2^23 (every additive term is a product of values in [-1, 1]).
 MAX_STEP_GROWTH = (1 << HIDDEN_FRAC_BITS) + FORGET_ONE + 1
+
+STATE_WARN = float(1 << 16)
+"""|state| above which training warns once: a healthy state stays near 1 (an LSTM's h is bounded
+by 1); 65536 means some units have integrated their input for thousands of steps, 2^24 times below
+the bound, in time to change course."""
 
 # 0-dim constants: a Python number in a tensor op is wrapped into a tensor on every call, which
 # costs about 1 µs per op at the per-step tensor sizes; these are wrapped once. (A 0-dim CPU tensor
@@ -63,7 +79,8 @@ class ReversalError(FixedPointError):
 
 
 def parse_forget_bits(value):
-    """Validate a max-forgetting setting from a spec or the command line: 1, 2, 3, 5 or none."""
+    """The one validator of a max-forgetting setting (specs, the command line, the layers): 1, 2, 3,
+    5 or none (the string "none" as well as None)."""
     if isinstance(value, str) and value.strip().lower() == "none":
         return None
     if value not in ALLOWED_FORGET_BITS or isinstance(value, bool):
@@ -75,12 +92,11 @@ def forget_squash(max_forget_bits: int | None) -> float:
     """The paper's ``max_forget`` m = 1 - 2^-k: z = m*sigmoid(a) + (1 - m) lies in (2^-k, 1).
 
     Then at most k bits per unit per step are forgotten (digest §3.3). ``None`` is "no limit" (m = 1).
-    ``0`` is the no-forgetting limit (m = 0, z = 1): used by the NF variants.
+    ``0`` is the no-forgetting limit (m = 0, z = 1): used by the NF variants. Takes a value that
+    :func:`parse_forget_bits` (the one validator) has accepted.
     """
     if max_forget_bits is None:
         return 1.0
-    if not isinstance(max_forget_bits, int) or max_forget_bits < 0 or max_forget_bits > FORGET_FRAC_BITS:
-        raise ValueError(f"max_forget_bits must be an integer in 0..{FORGET_FRAC_BITS} or None, got {max_forget_bits!r}")
     return 1.0 - 2.0 ** (-max_forget_bits)
 
 
@@ -90,19 +106,19 @@ def max_growth_bits(max_forget_bits: int | None) -> int:
 
 
 def to_fixed(x: torch.Tensor) -> torch.Tensor:
-    """Float to fixed point: round(x * 2^23) as int32 (round half to even, like the reference)."""
+    """Float to fixed point: round(x * 2^23) as int64 (round half to even, like the reference)."""
     return torch.round(x * HIDDEN_SCALE).to(STATE_DTYPE)
 
 
 def to_float(h: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Fixed point to float: h * 2^-23 (exact in float64, correctly rounded in float32)."""
+    """Fixed point to float: h * 2^-23 (correctly rounded; exact while |h| < 2^24 in float32)."""
     if dtype == torch.float32:
-        return h * _UNIT_T  # one op: int32 * float32 scalar promotes to float32, exactly
+        return h * _UNIT_T  # one op: int64 * float32 scalar promotes to float32
     return h.to(dtype) * HIDDEN_UNIT
 
 
 def quantize_gate(z: torch.Tensor, allow_zero_guard: bool) -> torch.Tensor:
-    """Z = round(1024 z) as int32 (digest §3.2).
+    """Z = round(1024 z) as an integer of the state's type (paper §3.2).
 
     With a forgetting limit, z > 2^-k keeps Z >= 2^(10-k) >= 1 automatically. Without one
     (``allow_zero_guard``), Z may round to 0, which would destroy the state: it is replaced by 1,
@@ -116,36 +132,32 @@ def quantize_gate(z: torch.Tensor, allow_zero_guard: bool) -> torch.Tensor:
 
 
 def quantize_product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """U = round(2^23 a b) as int32, computed with one temporary (the common case a ⊙ b)."""
+    """U = round(2^23 a b) as an integer state, with one temporary (the common case a ⊙ b); |U| <= 2^23."""
     return torch.mul(a, b).mul_(_SCALE_T).round_().to(STATE_DTYPE)
 
 
 def quantize_update(u: torch.Tensor) -> torch.Tensor:
-    """U = round(2^23 u) as int32: the additive part of an update, recomputed exactly in reverse."""
+    """U = round(2^23 u): the additive part of an update, recomputed exactly in reverse; |U| <= 2^23."""
     return (u * _SCALE_T).round_().to(STATE_DTYPE)
 
 
 def state_limit(check_every: int) -> int:
-    """Largest |state| allowed at a check so that ``check_every`` more updates cannot wrap int32."""
-    return INT32_MAX - check_every * MAX_STEP_GROWTH
+    """Largest |state| (integer units) allowed at a check so that ``check_every`` more updates
+    cannot wrap int64: no wrap can happen between two checks, so checking at chunk ends is as safe
+    as checking every step."""
+    return STATE_INT_MAX - check_every * MAX_STEP_GROWTH
 
 
-def check_state_range(state: torch.Tensor, check_every: int, where: str) -> None:
-    """Raise :class:`StateOverflowError` if any state is too close to the int32 limit.
-
-    Checking every ``check_every`` steps against a margin of ``check_every`` maximal updates is as
-    safe as checking every step (no update can wrap between two checks) and costs nothing on the
-    hot path. Two comparisons rather than ``abs``: abs(INT32_MIN) is negative.
-    """
+def check_state_range(lo: int, hi: int, check_every: int, where: str) -> None:
+    """Raise :class:`StateOverflowError` if the extremes ``lo``/``hi`` (integer units) seen at the
+    checks exceed :func:`state_limit`. Two comparisons rather than ``abs``: abs(INT64_MIN) wraps."""
     limit = state_limit(check_every)
-    bad = (state > limit) | (state < -limit)
-    if bool(bad.any()):
-        worst = to_float(state[bad].to(torch.int64).abs().max().unsqueeze(0), torch.float64).item()
+    if hi > limit or lo < -limit:
+        worst = max(abs(hi), abs(lo)) * HIDDEN_UNIT
         raise StateOverflowError(
-            f"{where}: a fixed-point state reached |{worst:.1f}|, beyond the safe range "
-            f"±{limit * HIDDEN_UNIT:.1f} of int32 with {HIDDEN_FRAC_BITS} fractional bits "
-            "(a RevLSTM cell grows by up to 1 per step when its gates saturate; shorter segments, "
-            "a forgetting limit or smaller inputs keep it in range)"
+            f"{where}: a fixed-point state reached |{worst:.4g}|, beyond the safe range "
+            f"±{limit * HIDDEN_UNIT:.4g} of int64 with {HIDDEN_FRAC_BITS} fractional bits "
+            "(a RevLSTM state grows by up to 1 per step while its forget gates quantise to exactly 1)"
         )
 
 
@@ -180,7 +192,10 @@ __all__ = [
     "HIDDEN_UNIT",
     "NonFiniteError",
     "ReversalError",
+    "STATE_BOUND",
     "STATE_DTYPE",
+    "STATE_INT_MAX",
+    "STATE_WARN",
     "StateOverflowError",
     "bits_forgotten",
     "check_finite",

@@ -29,10 +29,7 @@ import torch
 from torch import nn
 
 from .cells import CELLS
-from .fixed_point import ALLOWED_FORGET_BITS, check_finite, to_float
-from .reversible import Plan, ReverseSequence, SequenceRun, bit_stats, effective_weights, forward_steps, make_buffers, store_steps
-
-BACKPROP_MODES = ("reverse", "store")
+from .segment import DEFAULT_BACKPROP, Segment, SegmentOutput, choose_mode, resolve_backprop, run_segment
 
 
 @dataclass
@@ -70,13 +67,11 @@ class ReversibleRNN(nn.Module):
 
     def __init__(self, cell: str, input_size: int, hidden_size: int, num_layers: int = 1, *,
                  top_size: int | None = None, max_forget_bits: int | None = 3, forget: bool = True,
-                 dropout: float = 0.0, weight_drop: float = 0.0, backprop: str = "reverse",
+                 dropout: float = 0.0, weight_drop: float = 0.0, backprop: str | None = DEFAULT_BACKPROP,
                  chunk: int = 16):
         super().__init__()
         if cell not in CELLS:
             raise ValueError(f"cell must be one of {sorted(CELLS)}, got {cell!r}")
-        if forget and max_forget_bits not in ALLOWED_FORGET_BITS:
-            raise ValueError(f"max_forget_bits must be one of {ALLOWED_FORGET_BITS}, got {max_forget_bits!r}")
         if num_layers < 1:
             raise ValueError(f"num_layers must be at least 1, got {num_layers}")
         if not isinstance(chunk, int) or chunk < 1:
@@ -92,6 +87,7 @@ class ReversibleRNN(nn.Module):
         sizes = [hidden_size] * (num_layers - 1) + [self.top_size]
         ins = [input_size] + sizes[:-1]
         self.cells = nn.ModuleList(CELLS[cell](i, h, max_forget_bits, forget) for i, h in zip(ins, sizes))
+        self.max_forget_bits = self.cells[0].max_forget_bits if forget else max_forget_bits  # as validated
         self.last_stats: dict = {}
 
     @property
@@ -99,10 +95,8 @@ class ReversibleRNN(nn.Module):
         return self._backprop
 
     @backprop.setter
-    def backprop(self, mode: str) -> None:
-        if mode not in BACKPROP_MODES:
-            raise ValueError(f"backprop must be one of {BACKPROP_MODES}, got {mode!r}")
-        self._backprop = mode
+    def backprop(self, mode: str | None) -> None:
+        self._backprop = resolve_backprop(mode)
 
     def extra_repr(self) -> str:
         bits = self.max_forget_bits if self.forget else "no forgetting"
@@ -114,6 +108,10 @@ class ReversibleRNN(nn.Module):
 
     def _blocks(self, state: RevState) -> list[list[torch.Tensor]]:
         return [list(h.split(c.half, 1)) for h, c in zip(state.ints, self.cells)]
+
+    def weights(self) -> list[torch.Tensor]:
+        """Every layer's weights, flat, in the order the engine takes them."""
+        return [w for c in self.cells for w in c.weights()]
 
     # ---- per-sequence randomness, drawn once so that every pass sees the same values (§9.13) ----
     def sample_masks(self, batch: int, device, dtype=torch.float32) -> tuple[list, list | None]:
@@ -132,52 +130,53 @@ class ReversibleRNN(nn.Module):
                     wmasks.append(torch.empty_like(w).bernoulli_(keep).div_(keep) if i >= 2 else None)
         return masks, wmasks
 
-    # ---- forward --------------------------------------------------------------------------------
+    # ---- one pass -------------------------------------------------------------------------------
+    def run(self, segment: Segment, steps: int, batch: int, state: RevState | None = None, device=None,
+            masks: tuple[list, list | None] | None = None, active: torch.Tensor | None = None) -> SegmentOutput:
+        """One pass of ``segment`` over ``steps`` steps from ``state`` (zeros if None), trained the way
+        :attr:`backprop` says when a gradient can flow. ``masks`` are (locked, DropConnect) masks
+        drawn by the caller, or drawn here; ``active`` [T, B] marks the real steps of padded batches."""
+        if state is None:
+            state = self.initial_state(batch, device)
+        if masks is None:
+            masks = self.sample_masks(batch, state.ints[0].device)
+        flat = self.weights()
+        mode = choose_mode(self.backprop, [*flat, *segment.tensors(), *(state.floats or [])])
+        out = run_segment(segment, self.cells, self._blocks(state), state.floats, flat, masks=masks[0],
+                          weight_masks=masks[1], chunk=self.chunk, steps=steps, batch=batch, mode=mode,
+                          active=active)
+        self.last_stats = dict(out.stats)
+        return out
+
     def forward(self, x: torch.Tensor, state: RevState | None = None) -> tuple[torch.Tensor, RevState]:
         if x.dim() != 3 or x.shape[2] != self.input_size:
             raise ValueError(f"expected input [T, B, {self.input_size}], got {list(x.shape)}")
-        B = x.shape[1]
-        if state is None:
-            state = self.initial_state(B, x.device)
-        masks, wmasks = self.sample_masks(B, x.device, x.dtype)
-        flat = [w for c in self.cells for w in c.weights()]
-        h0 = self._blocks(state)
-        grad = torch.is_grad_enabled() and (x.requires_grad or any(w.requires_grad for w in flat)
-                                            or any(f.requires_grad for f in state.floats or []))
-        if grad and self.backprop == "reverse":
-            return self._forward_reverse(x, state, h0, masks, wmasks, flat)
-        return self._forward_direct(x, state, h0, masks, wmasks, flat, grad)
-
-    def _forward_reverse(self, x, state, h0, masks, wmasks, flat):
-        run = SequenceRun(list(self.cells), masks, h0, wmasks, self.chunk, name=self._name())
-        floats = state.floats or [to_float(h) for h in state.ints]
-        y, *hT_f = ReverseSequence.apply(run, x, *floats, *flat)
-        self.last_stats = dict(run.stats)
-        ints = [torch.cat(blocks, 1) for blocks in run.hT]
-        return y, RevState(ints, hT_f)
-
-    def _forward_direct(self, x, state, h0, masks, wmasks, flat, grad):
-        """Store mode with autograd, or a plain exact forward without it."""
-        check_finite([("input", x)] + [(f"weight {i}", w) for i, w in enumerate(flat)], self._name())
-        weights = effective_weights(self.cells, flat, wmasks)
-        plan = Plan(list(self.cells), weights, masks, make_buffers(self.cells, x.shape[1], x.device),
-                    self.chunk, self._name())
-        outs = []
-        x_chunk = lambda a, b: x[a:b]  # noqa: E731
-        ints = [list(b) for b in h0]
-        if grad:
-            floats = state.floats or [to_float(h) for h in state.ints]
-            state_f = [list(f.split(c.half, 1)) for f, c in zip(floats, self.cells)]
-            ints, state_f = store_steps(plan, ints, state_f, x.shape[0], x_chunk, lambda a, b, Y: outs.append(Y))
-            hT_f = [torch.cat(f, 1) for f in state_f]
-        else:
-            forward_steps(plan, ints, x.shape[0], x_chunk, on_output=lambda a, b, Y: outs.append(Y))
-            hT_f = None
-        self.last_stats = bit_stats(plan, self.cells, x.shape[0], x.shape[1])
-        return torch.cat(outs), RevState([torch.cat(b, 1) for b in ints], hT_f)
+        out = self.run(_Sequence(x, self._name()), x.shape[0], x.shape[1], state, x.device)
+        return out.out, RevState([torch.cat(b, 1) for b in out.hT], out.hT_floats)
 
     def _name(self) -> str:
         return f"{self.cell_type} stack"
+
+
+class _Sequence(Segment):
+    """The layer API's segment: inputs from a tensor ``x``, the top outputs returned as ``y``.
+    Reverse mode keeps ``x`` (autograd saves it) to rebuild the inputs."""
+
+    output = "sequence"
+
+    def __init__(self, x: torch.Tensor, name: str):
+        self.x, self.name = x, name
+
+    def tensors(self) -> list[torch.Tensor]:
+        return [self.x]
+
+    def inputs(self, a, b, t):
+        return t[0][a:b]
+
+    def input_grad(self, a, b, dX, t, grads):
+        if grads[0] is None:
+            grads[0] = torch.zeros_like(t[0])
+        grads[0][a:b] = dX
 
 
 class RevGRU(ReversibleRNN):
@@ -194,4 +193,4 @@ class RevLSTM(ReversibleRNN):
         super().__init__("revlstm", input_size, hidden_size, num_layers, **kw)
 
 
-__all__ = ["BACKPROP_MODES", "RevGRU", "RevLSTM", "RevState", "ReversibleRNN"]
+__all__ = ["RevGRU", "RevLSTM", "RevState", "ReversibleRNN"]

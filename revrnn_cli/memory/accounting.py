@@ -12,10 +12,7 @@ in the paper's code; what the machine really keeps is measured separately (:mod:
 
 from __future__ import annotations
 
-
-def normal_bits(sizes: list[int], steps: int, batch: int, lstm: bool) -> int:
-    """Bits ordinary BPTT keeps for the hidden states of layers of widths ``sizes`` over ``steps``."""
-    return sum(32 * steps * batch * h * (2 if lstm else 1) for h in sizes)
+from ..engine.reversible import normal_bits
 
 
 def memory_ratios(bits: dict) -> dict:

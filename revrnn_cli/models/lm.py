@@ -5,13 +5,13 @@ The top layer is as wide as the embedding so that the softmax can share its matr
 (``dropoute``), locked dropout on the embedded input (``dropouti``), between layers
 (``dropouth``) and on the output (``dropout``), DropConnect on the recurrent weights (``wdrop``).
 
-With a reversible cell and ``backprop="reverse"``, one autograd function (:class:`_ReversibleLMLoss`)
-runs the whole segment: the forward pass computes the loss chunk by chunk and keeps only the final
-state, the buffers and the per-segment masks; the backward pass reverses the stack and recomputes,
-chunk by chunk, the embeddings from the token ids and the softmax from the recovered outputs. So no
-tensor of size O(T) survives between forward and backward, not even the logits. Every other case
-(``store`` mode, the baselines, evaluation) runs the ordinary path, computing the loss over the same
-chunks in the same order, so that the two modes give the same loss.
+A reversible stack runs one segment of the engine's primitive (:class:`_LMSegment`): its inputs are
+embedded from the token ids chunk by chunk and its top outputs go straight into the tied softmax and
+the loss. In ``reverse`` mode the forward pass keeps only the final state, the buffers, the token
+ids and the per-segment masks; the backward pass reverses the stack and recomputes, chunk by chunk,
+the embeddings and the softmax from the recovered outputs. So no tensor of size O(T) survives
+between forward and backward, not even the logits. ``store`` mode, evaluation and the baselines
+compute the loss over the same chunks in the same order, so every mode gives the same loss.
 """
 
 from __future__ import annotations
@@ -24,10 +24,9 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from torch import nn
 
-from ..engine.fixed_point import check_finite, parse_forget_bits
+from ..engine.fixed_point import parse_forget_bits
 from ..engine.layers import RevState, ReversibleRNN
-from ..engine.reversible import (bit_stats, build_plan, check_recovered, forward_steps, kept_bytes, raw_weight_grads,
-                                 reverse_steps)
+from ..engine.segment import Segment
 from .baseline import BaselineRNN
 from .dropout import embed, embed_grad, embedding_row_mask, locked_mask
 
@@ -86,15 +85,18 @@ class SegmentResult:
     bits: dict = field(default_factory=dict)
 
 
-def chunk_loss(Y, targets, weight, bias, out_mask):
-    """Summed cross-entropy of one chunk of outputs [K, B, E]; also the number of correct argmaxes."""
+def chunk_loss(Y, targets, weight, bias, out_mask, count: bool = True):
+    """Summed cross-entropy of one chunk of outputs [K, B, E]; also the number of correct argmaxes
+    (0 unless ``count``: reverse mode's recomputation needs only the loss)."""
     if out_mask is not None:
         Y = Y * out_mask
     logits = F.linear(Y, weight, bias).reshape(-1, weight.shape[0])
     flat = targets.reshape(-1)
     loss = F.cross_entropy(logits, flat, reduction="sum", ignore_index=IGNORE_INDEX)
-    with torch.no_grad():
-        correct = int(((logits.argmax(1) == flat) & (flat != IGNORE_INDEX)).sum())
+    correct = 0
+    if count:
+        with torch.no_grad():
+            correct = int(((logits.argmax(1) == flat) & (flat != IGNORE_INDEX)).sum())
     return loss, correct
 
 
@@ -108,7 +110,7 @@ class RNNLanguageModel(nn.Module):
         common = dict(top_size=cfg.emb_size, dropout=cfg.dropouth, weight_drop=cfg.wdrop)
         if cfg.reversible:
             self.rnn = ReversibleRNN(cfg.cell, cfg.emb_size, cfg.hidden_size, cfg.layers, max_forget_bits=cfg.max_forget_bits,
-                                     forget=cfg.forget, chunk=cfg.chunk, backprop=backprop or "reverse", **common)
+                                     forget=cfg.forget, chunk=cfg.chunk, backprop=backprop, **common)
         else:
             self.rnn = BaselineRNN(cfg.cell, cfg.emb_size, cfg.hidden_size, cfg.layers, **common)
 
@@ -124,131 +126,63 @@ class RNNLanguageModel(nn.Module):
         if state is None:
             state = self.initial_state(B, tokens.device)
         w = self.encoder.weight
-        # masks drawn once per segment, always in this order (so both backprop modes see the same ones)
+        # masks drawn once per segment, always in this order (so every backprop mode sees the same ones)
         row_mask = embedding_row_mask(self.vocab_size, self.cfg.dropoute, w, self.training)
         in_mask = locked_mask(B, self.cfg.emb_size, self.cfg.dropouti, w, self.training)
-        fused = (self.cfg.reversible and self.rnn.backprop == "reverse" and self.training and torch.is_grad_enabled())
-        if fused:
-            return self._reverse_segment(tokens, targets, state, row_mask, in_mask)
+        if self.cfg.reversible:
+            masks = self.rnn.sample_masks(B, tokens.device)
+            out_mask = locked_mask(B, self.cfg.emb_size, self.cfg.dropout, w, self.training)
+            seg = _LMSegment(tokens, targets, w, self.decoder_bias, row_mask, in_mask, out_mask, self.cfg.chunk)
+            out = self.rnn.run(seg, T, B, state, masks=masks)
+            bits = dict(out.stats, kept_bytes=out.kept_bytes) if out.kept_bytes else dict(out.stats)
+            new_state = RevState([torch.cat(b, 1) for b in out.hT], out.hT_floats)
+            return SegmentResult(out.out, _count(targets), out.correct, new_state, bits)
         x = embed(tokens, w, row_mask, in_mask)
         y, state = self.rnn(x, state)
         out_mask = locked_mask(B, self.cfg.emb_size, self.cfg.dropout, w, self.training)
         loss, correct = 0.0, 0
         step = self.cfg.chunk
-        for a in range(0, T, step):  # the same chunks as the fused path, so the sum is the same
+        for a in range(0, T, step):  # the same chunks as the reversible segment, so the sum is the same
             l, c = chunk_loss(y[a : a + step], targets[a : a + step], w, self.decoder_bias, out_mask)
             loss, correct = loss + l, correct + c
-        bits = dict(self.rnn.last_stats) if self.cfg.reversible else {}
-        return SegmentResult(loss, _count(targets), correct, state, bits)
-
-    def _reverse_segment(self, tokens, targets, state, row_mask, in_mask) -> SegmentResult:
-        rnn = self.rnn
-        masks, wmasks = rnn.sample_masks(tokens.shape[1], tokens.device)
-        out_mask = locked_mask(tokens.shape[1], self.cfg.emb_size, self.cfg.dropout, self.encoder.weight, True)
-        run = _LMRun(list(rnn.cells), masks, rnn._blocks(state), wmasks, rnn.chunk, tokens, targets,
-                     row_mask, in_mask, out_mask)
-        flat = [p for c in rnn.cells for p in c.weights()]
-        loss = _ReversibleLMLoss.apply(run, self.encoder.weight, self.decoder_bias, *flat)
-        new_state = RevState([torch.cat(b, 1) for b in run.hT])
-        rnn.last_stats = dict(run.stats)
-        return SegmentResult(loss, _count(targets), run.correct, new_state, dict(run.stats))
+        return SegmentResult(loss, _count(targets), correct, state, {})
 
 
 def _count(targets) -> int:
     return int((targets != IGNORE_INDEX).sum())
 
 
-@dataclass
-class _LMRun:
-    cells: list
-    masks: list
-    h0: list
-    weight_masks: list | None
-    chunk: int
-    tokens: torch.Tensor
-    targets: torch.Tensor
-    row_mask: torch.Tensor | None
-    in_mask: torch.Tensor | None
-    out_mask: torch.Tensor | None
-    name: str = "language model"
-    track_bits: bool = True
-    stats: dict = field(default_factory=dict)
-    hT: list | None = None
-    correct: int = 0
+class _LMSegment(Segment):
+    """The language model's ends of the stack: inputs embedded from token ids (rebuilt, not kept), and
+    the tied softmax with its cross-entropy over the top outputs. Reverse mode keeps the token ids and
+    the O(B x E) masks, nothing per step."""
 
+    name = "language model"
+    output = "loss"
 
-class _ReversibleLMLoss(torch.autograd.Function):
-    """Summed cross-entropy of a segment whose backward recomputes everything by reversal."""
+    def __init__(self, tokens, targets, emb_w, dec_b, row_mask, in_mask, out_mask, chunk):
+        self.tokens, self.targets, self.emb_w, self.dec_b = tokens, targets, emb_w, dec_b
+        self.row_mask, self.in_mask, self.out_mask = row_mask, in_mask, out_mask
 
-    @staticmethod
-    def forward(ctx, run: _LMRun, emb_w, dec_b, *flat):
-        T, B = run.tokens.shape
-        check_finite([("embedding", emb_w), ("decoder bias", dec_b)] + [(f"weight {i}", w) for i, w in enumerate(flat)],
-                     run.name)
-        plan = build_plan(run.cells, flat, run.weight_masks, run.masks, B, emb_w.device, run.chunk,
-                          run.track_bits, run.name)
-        total = 0.0  # summed in the same order and precision as the ordinary path
+    def tensors(self):
+        return [self.emb_w, self.dec_b]
 
-        def x_chunk(a, b):
-            return embed(run.tokens[a:b], emb_w, run.row_mask, run.in_mask)
+    def kept_tensors(self):
+        return [self.tokens, self.targets, self.row_mask, self.in_mask, self.out_mask]
 
-        def on_output(a, b, Y):
-            nonlocal total
-            loss, correct = chunk_loss(Y, run.targets[a:b], emb_w, dec_b, run.out_mask)
-            total = total + loss
-            run.correct += correct
+    def inputs(self, a, b, t):
+        return embed(self.tokens[a:b], t[0], self.row_mask, self.in_mask)
 
-        state = [list(s) for s in run.h0]
-        forward_steps(plan, state, T, x_chunk, on_output=on_output)
-        run.stats.update(bit_stats(plan, run.cells, T, B))
-        plan.seal()
-        run.stats["kept_bytes"] = kept_bytes(plan, state, run.masks, run.weight_masks or [], run.tokens, run.targets,
-                                             run.row_mask, run.in_mask, run.out_mask)
-        run.hT = state
-        ctx.run, ctx.final, ctx.buffers = run, [list(s) for s in state], plan.buffers
-        ctx.save_for_backward(emb_w, dec_b, *flat)
-        return total.detach() if isinstance(total, torch.Tensor) else emb_w.new_tensor(total)
+    def input_grad(self, a, b, dX, t, grads):
+        if grads[0] is None:
+            grads[0] = torch.zeros_like(t[0])
+        embed_grad(self.tokens[a:b], dX, self.row_mask, self.in_mask, grads[0])
 
-    @staticmethod
-    def backward(ctx, g):
-        run = ctx.run
-        emb_w, dec_b, *flat = ctx.saved_tensors
-        T, B = run.tokens.shape
-        plan = build_plan(run.cells, flat, run.weight_masks, run.masks, B, emb_w.device, run.chunk, False,
-                          run.name, buffers=ctx.buffers)
-        plan.unseal()
-        d_emb, d_bias = torch.zeros_like(emb_w), torch.zeros_like(dec_b)
+    def head_params(self, t):
+        return t
 
-        def x_chunk(a, b):
-            return embed(run.tokens[a:b], emb_w, run.row_mask, run.in_mask)
-
-        def dy_chunk(a, b, Y):
-            # the softmax of this chunk, recomputed from the recovered outputs; dlogits by hand
-            Yd = Y if run.out_mask is None else Y * run.out_mask
-            flatY = Yd.reshape(-1, Yd.shape[-1])
-            logits = torch.addmm(dec_b, flatY, emb_w.t())
-            dlogits = logits.softmax(1)
-            tgt = run.targets[a:b].reshape(-1)
-            valid = tgt != IGNORE_INDEX
-            rows = torch.arange(tgt.numel(), device=tgt.device)[valid]
-            dlogits[rows, tgt[valid]] -= 1.0
-            dlogits[~valid] = 0.0
-            dlogits.mul_(g)
-            d_bias.add_(dlogits.sum(0))
-            d_emb.addmm_(dlogits.t(), flatY)
-            dY = dlogits.mm(emb_w).view_as(Y)
-            return dY if run.out_mask is None else dY * run.out_mask
-
-        def dx_chunk(a, b, dX):
-            embed_grad(run.tokens[a:b], dX, run.row_mask, run.in_mask, d_emb)
-
-        dstate = [[emb_w.new_zeros(B, c.half) for _ in range(c.n_blocks)] for c in run.cells]
-        dW = [[torch.zeros_like(w) for w in ws] for ws in plan.weights]
-        state = [list(s) for s in ctx.final]
-        reverse_steps(plan, state, T, x_chunk, dstate=dstate, dy_chunk=dy_chunk, dx_chunk=dx_chunk, dW=dW)
-        check_recovered(plan, state, run.h0, run.name)
-        ctx.run = ctx.final = ctx.buffers = None
-        return (None, d_emb, d_bias, *raw_weight_grads(dW, run.weight_masks))
+    def head_loss(self, a, b, Y, params, count):
+        return chunk_loss(Y, self.targets[a:b], params[0], params[1], self.out_mask, count)
 
 
 __all__ = ["IGNORE_INDEX", "LMConfig", "RNNLanguageModel", "SegmentResult", "chunk_loss"]

@@ -20,8 +20,9 @@ Padded source steps leave state and buffer unchanged (:meth:`~revrnn_cli.engine.
 so the decoder starts from each sentence's own final state. Padded target steps are run (there is no
 decoder length mask in the reference) and only their loss weight is zero.
 
-Training in ``reverse`` mode goes through :mod:`.nmt_reverse`; every other case (``store``, the
-baselines, evaluation) runs the ordinary path below over the same chunks, so the losses agree.
+The reversible encoder and decoder are each one segment of the engine's primitive
+(:mod:`.nmt_segments`), whatever the backprop mode; the baselines run the ordinary path below over
+the same chunks, so every path sums the loss the same way.
 """
 
 from __future__ import annotations
@@ -36,12 +37,12 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from ..engine.buffer import NullBuffer
-from ..engine.fixed_point import check_finite, parse_forget_bits, to_float
-from ..engine.layers import ReversibleRNN
-from ..engine.reversible import Plan, bit_stats, build_plan, effective_weights, forward_steps, store_steps
-from ..memory.accounting import normal_bits
+from ..engine.fixed_point import check_finite, parse_forget_bits
+from ..engine.layers import RevState, ReversibleRNN
+from ..engine.reversible import Plan, effective_weights, forward_steps
 from .attention import IGNORE_INDEX, AttentionHead
 from .dropout import embed, locked_mask
+from .nmt_segments import DecoderSegment, EncoderSegment
 
 REVERSIBLE = ("revgru", "revlstm")
 _CONTEXT = re.compile(r"^(hidden|emb|slice:(\d+)|emb\+slice:(\d+))$")
@@ -164,7 +165,7 @@ class Seq2Seq(nn.Module):
         self.src_emb = nn.Embedding(src_vocab, E)
         self.tgt_emb = nn.Embedding(tgt_vocab, E)
         if cfg.reversible:
-            common = dict(forget=cfg.forget, dropout=cfg.dropouth, chunk=cfg.chunk, backprop=backprop or "reverse")
+            common = dict(forget=cfg.forget, dropout=cfg.dropouth, chunk=cfg.chunk, backprop=backprop)
             self.encoder = ReversibleRNN(cfg.cell, E, H, cfg.layers, max_forget_bits=cfg.enc_max_forget_bits, **common)
             self.decoder = ReversibleRNN(cfg.cell, E, H, cfg.layers, max_forget_bits=cfg.dec_max_forget_bits, **common)
             self.encoder.cells[-1].lossy_units = cfg.slice_units  # the slice is stored, not buffered
@@ -221,83 +222,57 @@ class Seq2Seq(nn.Module):
         """Summed cross-entropy of a batch (a :class:`~revrnn_cli.data.TranslationBatch`)."""
         B = batch.src.shape[1]
         masks = self.sample_masks(B, batch.src.device)
-        if (self.cfg.reversible and self.backprop == "reverse" and self.training and torch.is_grad_enabled()):
-            from .nmt_reverse import reverse_loss
-
-            res = reverse_loss(self, batch, masks)
-        else:
-            res = self._direct_loss(batch, masks)
+        res = self._rev_loss(batch, masks) if self.cfg.reversible else self._base_loss(batch, masks)
         self.last_bits = dict(res.bits)
         return res
 
-    def _direct_loss(self, batch, masks: Masks) -> NMTResult:
+    def _rev_loss(self, batch, masks: Masks) -> NMTResult:
+        """Encoder then decoder, each one segment of the engine (:mod:`.nmt_segments`): trained by
+        reversal, by stored activations, or run without autograd, as the stacks' backprop says."""
         cfg = self.cfg
         src, src_len = batch.src, batch.src_len
-        S, B = src.shape
-        grad = torch.is_grad_enabled()
-        x_src = embed(src, self.src_emb.weight, None, masks.in_src)
+        (S, B), T = src.shape, batch.tgt_in.shape[0]
         active = self.active(src_len, S)
-        bits = {}
-        if cfg.reversible:
-            enc_out, ints, floats, bits = self._rev_encode(x_src, active, masks, src_len, grad)
-        else:
-            enc_out, base_state = self._base_encode(x_src, src_len, masks)
+        keep = cfg.hidden_size if cfg.uses_hidden else cfg.slice_units
+        enc = self.encoder.run(EncoderSegment(src, self.src_emb.weight, masks.in_src, keep), S, B,
+                               device=src.device, masks=(masks.enc, None), active=active)
+        dec_seg = DecoderSegment(self.context, src, batch.tgt_in, batch.tgt_out, ~active.t(), masks,
+                                 self.src_emb.weight, enc.out, self.tgt_emb.weight, self.head.params(), enc.kept,
+                                 count_correct=not self.training)
+        state = RevState([torch.cat(b, 1) for b in enc.hT], enc.hT_floats)
+        dec = self.decoder.run(dec_seg, T, B, state, masks=(masks.dec, None))
+        bits = {**{f"enc_{k}": v for k, v in enc.stats.items()}, **{f"dec_{k}": v for k, v in dec.stats.items()}}
+        out = _combine(bits)
+        if enc.kept_bytes or dec.kept_bytes:
+            out.update(enc_kept_bytes=enc.kept_bytes, dec_kept_bytes=dec.kept_bytes)
+        return NMTResult(dec.out, _count(batch.tgt_out), dec.correct, out)
+
+    def _base_loss(self, batch, masks: Masks) -> NMTResult:
+        """The ordinary GRU/LSTM baseline (packed sequences), scored over the same chunks."""
+        cfg = self.cfg
+        src, src_len = batch.src, batch.src_len
+        S = src.shape[0]
+        x_src = embed(src, self.src_emb.weight, None, masks.in_src)
+        enc_out, base_state = self._base_encode(x_src, src_len, masks)
         ctx = self.context(x_src, enc_out, masks)
-        pad = ~active.t()
+        pad = ~self.active(src_len, S).t()
         y_in = embed(batch.tgt_in, self.tgt_emb.weight, None, masks.in_tgt)
+        Y = self._base_decode(y_in, base_state, masks)
         total, correct = 0.0, 0
         head = self.head.params()
-
-        def on_output(a, b, Y):
-            nonlocal total, correct
-            loss, c = AttentionHead.chunk_loss(Y, batch.tgt_out[a:b], ctx, pad, masks.out, *head,
-                                               count_correct=not self.training)
+        for a in range(0, Y.shape[0], cfg.chunk):
+            loss, c = AttentionHead.chunk_loss(Y[a : a + cfg.chunk], batch.tgt_out[a : a + cfg.chunk], ctx, pad,
+                                               masks.out, *head, count_correct=not self.training)
             total, correct = total + loss, correct + c
+        return NMTResult(total, _count(batch.tgt_out), correct, {})
 
-        if cfg.reversible:
-            bits.update(self._rev_decode(y_in, ints, floats, masks, grad, on_output))
-        else:
-            Y = self._base_decode(y_in, base_state, masks)
-            for a in range(0, Y.shape[0], cfg.chunk):
-                on_output(a, min(a + cfg.chunk, Y.shape[0]), Y[a : a + cfg.chunk])
-        return NMTResult(total, _count(batch.tgt_out), correct, _combine(bits))
-
-    def _plan(self, stack, masks, B, device, active=None, buffers=None) -> Plan:
-        flat = [w for c in stack.cells for w in c.weights()]
+    def _search_plan(self, stack, B, device, active=None) -> Plan:
+        """The plain fixed-point forward of search: no buffer, nothing is reversed at test time (the
+        reference's ``forward_test``)."""
+        flat = stack.weights()
         check_finite([(f"weight {i}", w) for i, w in enumerate(flat)], stack._name())
-        return build_plan(list(stack.cells), flat, None, masks, B, device, self.cfg.chunk, True, stack._name(),
-                          buffers=buffers, active=active)
-
-    def _rev_encode(self, x_src, active, masks, src_len, grad):
-        S, B = x_src.shape[:2]
-        enc = self.encoder
-        plan = self._plan(enc, masks.enc, B, x_src.device, active)
-        ints = [c.init_state(B, x_src.device) for c in enc.cells]
-        outs = []
-        x_chunk = lambda a, b: x_src[a:b]  # noqa: E731
-        if grad:
-            floats = [[to_float(h) for h in blocks] for blocks in ints]
-            ints, floats = store_steps(plan, ints, floats, S, x_chunk, lambda a, b, Y: outs.append(Y))
-        else:
-            floats = None
-            forward_steps(plan, ints, S, x_chunk, on_output=lambda a, b, Y: outs.append(Y))
-        enc_out = torch.cat(outs)
-        if not self.cfg.uses_hidden:
-            enc_out = enc_out[..., : self.cfg.slice_units]
-        bits = encoder_bits(plan, enc.cells, src_len, S, B, enc_out.shape[-1])
-        return enc_out, ints, floats, bits
-
-    def _rev_decode(self, y_in, ints, floats, masks, grad, on_output) -> dict:
-        T, B = y_in.shape[:2]
-        dec = self.decoder
-        plan = self._plan(dec, masks.dec, B, y_in.device)
-        x_chunk = lambda a, b: y_in[a:b]  # noqa: E731
-        state = [list(blocks) for blocks in ints]
-        if grad:
-            store_steps(plan, state, [list(f) for f in floats], T, x_chunk, on_output)
-        else:
-            forward_steps(plan, state, T, x_chunk, on_output=on_output)
-        return {f"dec_{k}": v for k, v in bit_stats(plan, dec.cells, T, B).items() if k.endswith("_bits")}
+        return Plan(list(stack.cells), effective_weights(stack.cells, flat), [None] * len(stack.cells),
+                    [_NULL] * len(stack.cells), self.cfg.chunk, stack._name(), active)
 
     def _base_encode(self, x, src_len, masks):
         S = x.shape[0]
@@ -329,7 +304,7 @@ class Seq2Seq(nn.Module):
         active = self.active(src_len, S)
         if self.cfg.reversible:
             enc = self.encoder
-            plan = self._plan(enc, masks.enc, B, src.device, active, buffers=[_NULL] * len(enc.cells))
+            plan = self._search_plan(enc, B, src.device, active)
             ints = [c.init_state(B, src.device) for c in enc.cells]
             outs = []
             forward_steps(plan, ints, S, lambda a, b: x_src[a:b], on_output=lambda a, b, Y: outs.append(Y))
@@ -367,24 +342,14 @@ class Seq2Seq(nn.Module):
         return DecodeState(pick(st.state), st.ctx.index_select(1, index), st.pad.index_select(0, index))
 
 
-def encoder_bits(plan, cells, src_len, S, B, kept_units: int) -> dict:
-    """The encoder's accounting (digest §4, §5): ordinary BPTT would keep every real step's state;
-    the reversible encoder keeps its buffer plus the stored context units (32 bits each)."""
-    st = bit_stats(plan, cells, S, B)
-    real = int(src_len.sum())
-    normal = normal_bits([c.hidden_size for c in cells], real, 1, lstm=cells[0].n_blocks == 4)
-    stored = 32 * kept_units * S * B
-    return {"enc_normal_bits": normal, "enc_used_bits": st["used_bits"] + stored,
-            "enc_optimal_bits": st["optimal_bits"] + stored}
-
-
 def _combine(bits: dict) -> dict:
     """Add the totals (encoder + decoder) to the per-side accounting."""
     if not bits:
         return {}
     out = dict(bits)
-    for k in ("normal_bits", "used_bits", "optimal_bits"):
+    for k in ("normal_bits", "used_bits", "optimal_bits", "gates", "saturated_gates"):
         out[k] = bits.get(f"enc_{k}", 0) + bits.get(f"dec_{k}", 0)
+    out["max_state"] = max(bits.get("enc_max_state", 0.0), bits.get("dec_max_state", 0.0))
     return out
 
 
@@ -392,4 +357,4 @@ def _count(targets) -> int:
     return int((targets != IGNORE_INDEX).sum())
 
 
-__all__ = ["DecodeState", "Masks", "NMTConfig", "NMTResult", "Seq2Seq", "encoder_bits"]
+__all__ = ["DecodeState", "Masks", "NMTConfig", "NMTResult", "Seq2Seq"]

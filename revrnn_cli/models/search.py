@@ -41,8 +41,20 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
+from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["Hypothesis", "StepModel", "beam_search", "greedy", "replace_unk"]
+__all__ = ["DecodeConfig", "Hypothesis", "StepModel", "beam_search", "greedy", "replace_unk"]
+
+
+class DecodeConfig(BaseModel):
+    """The ``decode:`` section of a translation spec (OpenNMT ``translate.py`` defaults, digest §7.2)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    beam_size: int = Field(5, ge=1)  # -beam_size 5
+    max_len: int = Field(100, ge=1)  # -max_length 100
+    replace_unk: bool = True  # -replace_unk: an <unk> becomes the most attended source word
+    batch_size: int = Field(32, ge=1)  # sentences decoded together (speed only)
 
 
 class StepModel(Protocol):

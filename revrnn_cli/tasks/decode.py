@@ -13,23 +13,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from ..data.translation import BOS, EOS, PAD, ParallelSplit, TranslationVocab, batch_indices, collate
 from ..evaluation.bleu import detokenize, sacre_bleu, tokenized_bleu
-from ..models.search import beam_search, greedy, replace_unk
+from ..models.search import DecodeConfig, beam_search, greedy, replace_unk
 from ..training.checkpoint import atomic_write
-
-
-class DecodeConfig(BaseModel):
-    """The ``decode:`` section of a translation spec (OpenNMT ``translate.py`` defaults, digest §7.2)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    beam_size: int = Field(5, ge=1)  # -beam_size 5
-    max_len: int = Field(100, ge=1)  # -max_length 100
-    replace_unk: bool = True  # -replace_unk: an <unk> becomes the most attended source word
-    batch_size: int = Field(32, ge=1)  # sentences decoded together (speed only)
 
 
 def translate_split(model, split: ParallelSplit, tgt_vocab: TranslationVocab, cfg: DecodeConfig, device,
@@ -86,4 +73,4 @@ def write_translations(out_dir: Path, stem: str, hyps: list[list[str]], detok: l
     return paths
 
 
-__all__ = ["DecodeConfig", "score", "translate_split", "write_translations"]
+__all__ = ["score", "translate_split", "write_translations"]

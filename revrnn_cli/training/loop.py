@@ -31,6 +31,8 @@ from typing import Any, Iterator, Protocol
 
 import torch
 
+from ..console import err
+from ..engine.fixed_point import STATE_BOUND, STATE_WARN
 from ..errors import EXIT_NONFINITE, UserError
 from ..memory.accounting import SIDES, all_ratios, memory_ratios
 from . import distributed
@@ -41,7 +43,7 @@ from .checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from .config import TrainConfig
+from ..spec import TrainConfig
 from .metrics import MetricsLogger
 from .progress import Progress
 from .signals import GracefulStop
@@ -88,6 +90,7 @@ class LoopState:
     val_history: list = field(default_factory=list)
     acc: dict = field(default_factory=dict)  # running sums of the current logging interval
     finished: bool = False
+    max_state: float = 0.0  # largest |state| of a reversible model so far
 
 
 def _interval_zero() -> dict:
@@ -107,6 +110,7 @@ class Trainer:
         self.params = [p for p in task.model.parameters() if p.requires_grad]
         self.opt = torch.optim.SGD(self.params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
         self.state = LoopState(lr=cfg.lr, acc=_interval_zero())
+        self._warned = False
 
     # ---- checkpoints ----------------------------------------------------------------------------
     def checkpoint_payload(self) -> dict | None:
@@ -122,7 +126,8 @@ class Trainer:
             "model": self.task.model.state_dict(),
             "optimizer": self.opt.state_dict(),
             "loop": {"epoch": s.epoch, "position": s.position, "step": s.step, "lr": s.lr, "best_val": s.best_val,
-                     "val_history": list(s.val_history), "acc": dict(s.acc), "finished": s.finished},
+                     "val_history": list(s.val_history), "acc": dict(s.acc), "finished": s.finished,
+                     "max_state": s.max_state},
             "task": ranks[0]["task"],
             "rng": ranks[0]["rng"],
             "world_size": d.world_size,
@@ -147,7 +152,8 @@ class Trainer:
         self.opt.load_state_dict(payload["optimizer"])
         loop = payload["loop"]
         self.state = LoopState(loop["epoch"], loop["position"], loop["step"], loop["lr"], loop["best_val"],
-                               list(loop["val_history"]), dict(loop["acc"]), loop.get("finished", False))
+                               list(loop["val_history"]), dict(loop["acc"]), loop.get("finished", False),
+                               loop.get("max_state", 0.0))
         mine = payload["ranks"][d.rank] if d.distributed else payload
         self.task.load_state_dict(mine["task"])
         set_rng_state(mine["rng"])
@@ -213,6 +219,7 @@ class Trainer:
         acc["seconds"] += time.perf_counter() - t0
         for k in _BITS:
             acc[k] = acc.get(k, 0.0) + g.bits[k]  # .get: checkpoints from before the per-side keys
+        self._watch_state(float(out.bits.get("max_state", 0.0)))
         bar.update(1, loss=g.loss_sum / max(g.tokens, 1) if d.distributed else float(loss.detach()), lr=s.lr)
         if s.step % cfg.log_interval == 0:
             self._log_interval()
@@ -243,8 +250,31 @@ class Trainer:
         if self.task_reports_accuracy():
             rec["accuracy"] = acc["correct"] / max(acc["tokens"], 1)
         rec.update(all_ratios(acc))
+        rec.update(self._health(acc))
         self.log.log(rec)
         s.acc = _interval_zero()
+
+    def _watch_state(self, max_state: float) -> None:
+        """Track the largest |state| of the interval and warn once when it grows toward the bound."""
+        acc = self.state.acc
+        acc["max_state"] = max(acc.get("max_state", 0.0), max_state)
+        self.state.max_state = max(self.state.max_state, max_state)
+        if max_state > STATE_WARN and not self._warned and self.dist.is_main:
+            self._warned = True
+            err.print(f"revrnn: warning: a recurrent state reached |{max_state:.4g}| (healthy states stay near 1; "
+                      f"the fixed-point bound is {STATE_BOUND:.4g}): units whose forget gates quantise to exactly 1 "
+                      "integrate their input. Remedies: clip gradients harder (train.clip), lower train.lr, "
+                      "or a forgetting limit that caps gates below 1 (see README, Training stability)",
+                      markup=False, highlight=False, soft_wrap=True)
+
+    def _health(self, acc: dict) -> dict:
+        """Largest |state| and the fraction of forget gates quantised to exactly 1, for reversible models."""
+        if not acc.get("gates"):
+            return {}
+        mx = acc.get("max_state", 0.0)
+        if self.dist.distributed:
+            mx = float(self.dist.all_reduce_max(mx))
+        return {"max_state": mx, "saturated_gates": acc["saturated_gates"] / acc["gates"]}
 
     def task_reports_accuracy(self) -> bool:
         return bool(getattr(self.task, "reports_accuracy", False))
@@ -281,12 +311,16 @@ class Trainer:
 
     def _summary(self, stopped: str) -> dict:
         s = self.state
-        return {"event": "end", "stopped": stopped, "epochs": s.epoch, "steps": s.step, "lr": s.lr,
-                "best_valid_loss": s.best_val, "best_valid_ppl": _ppl(s.best_val), "run_dir": str(self.run_dir)}
+        out = {"event": "end", "stopped": stopped, "epochs": s.epoch, "steps": s.step, "lr": s.lr,
+               "best_valid_loss": s.best_val, "best_valid_ppl": _ppl(s.best_val), "run_dir": str(self.run_dir)}
+        if s.max_state:
+            out["max_state"] = s.max_state
+        return out
 
 
 # the paper's accounting, in total and (translation) per side
-_BITS = tuple(f"{side}{k}" for side in ("", *(f"{s}_" for s in SIDES)) for k in ("normal_bits", "used_bits", "optimal_bits"))
+_BITS = tuple(f"{side}{k}" for side in ("", *(f"{s}_" for s in SIDES))
+              for k in ("normal_bits", "used_bits", "optimal_bits")) + ("gates", "saturated_gates")
 
 
 @dataclass

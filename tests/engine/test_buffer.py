@@ -17,11 +17,11 @@ from hypothesis import strategies as st
 
 from revrnn_cli.engine import InformationBuffer, ReversalError
 from revrnn_cli.engine.buffer import HEAD_BITS, HEAD_FLOOR
-from revrnn_cli.engine.fixed_point import INT32_MAX, MAX_STEP_GROWTH
+from revrnn_cli.engine.fixed_point import MAX_STEP_GROWTH, STATE_DTYPE, STATE_INT_MAX
 
 KS = [1, 2, 3, 5, None]
 # the largest |state| the engine ever multiplies: the range guard keeps states below this with chunk=1
-STATE_MAX = INT32_MAX - MAX_STEP_GROWTH
+STATE_MAX = STATE_INT_MAX - MAX_STEP_GROWTH
 
 
 def z_min(k):
@@ -31,22 +31,22 @@ def z_min(k):
 def draw_Z(gen, shape, k, p_extreme=0.2):
     """Quantised gates over the whole allowed range, with exact hits on both ends (Z_min and 1024)."""
     lo = z_min(k)
-    Z = torch.randint(lo, 1025, shape, generator=gen, dtype=torch.int32)
+    Z = torch.randint(lo, 1025, shape, generator=gen, dtype=STATE_DTYPE)
     u = torch.rand(shape, generator=gen)
     Z = torch.where(u < p_extreme / 2, torch.full_like(Z, lo), Z)
     Z = torch.where((u >= p_extreme / 2) & (u < p_extreme), torch.full_like(Z, 1024), Z)
     if k is None:  # also exactly 1, 2, 3: the double-emission range
         Z = torch.where((u >= p_extreme) & (u < 1.5 * p_extreme),
-                        torch.randint(1, 4, shape, generator=gen, dtype=torch.int32), Z)
+                        torch.randint(1, 4, shape, generator=gen, dtype=STATE_DTYPE), Z)
     return Z
 
 
 def draw_states(gen, shape):
-    """Signed int32 states: uniform over the full guarded range, near ±2^30, small (incl. -1, 0)."""
+    """Signed int64 states: uniform over the full guarded range, near ±2^62, small (incl. -1, 0)."""
     n = math.prod(shape)
     kind = torch.randint(0, 4, (n,), generator=gen)
     full = torch.randint(-STATE_MAX, STATE_MAX + 1, (n,), generator=gen, dtype=torch.int64)
-    near = (1 << 30) + torch.randint(-4096, 4097, (n,), generator=gen, dtype=torch.int64)
+    near = (1 << 62) + torch.randint(-4096, 4097, (n,), generator=gen, dtype=torch.int64)
     near = near * (torch.randint(0, 2, (n,), generator=gen) * 2 - 1)
     small = torch.randint(-3000, 3000, (n,), generator=gen, dtype=torch.int64)
     unit = torch.randint(-(1 << 23), (1 << 23) + 1, (n,), generator=gen, dtype=torch.int64)
@@ -55,14 +55,19 @@ def draw_states(gen, shape):
 
 
 def check_is_multiplication(h, Z, out):
-    """Mul(h, Z) = Z*(h >> 10) + digit, digit in [0, Z): so |1024*out - h*Z| < 1024*Z exactly."""
-    err = out.to(torch.int64) * 1024 - h.to(torch.int64) * Z.to(torch.int64)
-    assert bool((err.abs() < 1024 * Z.to(torch.int64)).all()), "mul is not a multiplication by Z/1024"
+    """|1024*out - h*Z| < 1024*Z exactly, i.e. out is h*Z/1024 up to a low base-Z digit. With int64
+    states 1024*out overflows, so the difference is evaluated as 1024*d - (h mod 1024)*Z with
+    d = out - floor(h/1024)*Z (an identity: h = 1024*floor(h/1024) + h mod 1024), every term small."""
+    d = out - (h >> 10) * Z
+    assert bool((d.abs() < (1 << 40)).all()), "mul is not a multiplication by Z/1024"
+    err = d * 1024 - (h & 1023) * Z
+    assert bool((err.abs() < 1024 * Z).all()), "mul is not a multiplication by Z/1024"
 
 
 def round_trip(seed, k, steps, shape, n_states, seal_every, p_extreme=0.2, Zs=None):
-    """Forward: h_s <- Mul(h_s, Z) then set to an arbitrary target (the additive update U = target - Mul
-    is remembered, as a cell recomputes it); n_states states share the buffer (like h1, h2, c1, c2).
+    """Forward: h_s <- Mul(h_s, Z) then set to an arbitrary target (the product Mul is remembered, as
+    a cell recomputes its additive update U = target - Mul); n_states states share the buffer (like
+    h1, h2, c1, c2).
     Reverse in LIFO order and compare every intermediate state bit-exactly.
 
     Returns the buffer and the bytes pushed per multiplication.
@@ -73,7 +78,7 @@ def round_trip(seed, k, steps, shape, n_states, seal_every, p_extreme=0.2, Zs=No
         Zs = draw_Z(gen, (steps, n_states, *shape), k, p_extreme)
     targets = draw_states(gen, (steps, n_states, *shape))
     seal_at = set(torch.randint(0, steps, (max(1, steps // max(seal_every, 1)),), generator=gen).tolist())
-    h = [draws.to(torch.int32) for draws in draw_states(gen, (n_states, *shape))]
+    h = [draws.to(STATE_DTYPE) for draws in draw_states(gen, (n_states, *shape))]
     h0 = [x.clone() for x in h]
     history, Us, pushed = [], [], []
     for t in range(steps):
@@ -90,9 +95,8 @@ def round_trip(seed, k, steps, shape, n_states, seal_every, p_extreme=0.2, Zs=No
             pushed.append(buf.stored_bytes - before)
             check_is_multiplication(h[s], Zs[t, s], out)
             assert bool(((buf.head >= HEAD_FLOOR) & (buf.head < (1 << HEAD_BITS))).all())
-            U = targets[t, s] - out.to(torch.int64)
-            h[s] = targets[t, s].to(torch.int32)
-            row.append(U)
+            h[s] = targets[t, s].clone()
+            row.append(out)  # a cell would recompute U = target - out and subtract it: the same integer
         Us.append(row)
         history.append([x.clone() for x in h])
     buf.seal()  # as between a forward and a backward pass
@@ -103,7 +107,7 @@ def round_trip(seed, k, steps, shape, n_states, seal_every, p_extreme=0.2, Zs=No
             buf.seal()
             buf.unseal()
         for s in range(n_states - 1, -1, -1):
-            h[s] = buf.div((h[s].to(torch.int64) - Us[t][s]).to(torch.int32), Zs[t, s])
+            h[s] = buf.div(Us[t][s], Zs[t, s])
     for a, b in zip(h, h0):
         assert torch.equal(a, b), "initial state not recovered"
     assert buf.is_empty()
@@ -137,7 +141,7 @@ def test_round_trip_long_all_ranges(k):
 def test_constant_max_forgetting_emits_many_bytes(k):
     """Z = 2^(10-k) at every step: the head overflows its word every 8/k steps; count the bytes."""
     steps, shape = 1500, (2, 3)
-    Zs = torch.full((steps, 1, *shape), z_min(k), dtype=torch.int32)
+    Zs = torch.full((steps, 1, *shape), z_min(k), dtype=STATE_DTYPE)
     buf, pushed = round_trip(7, k, steps, shape, 1, seal_every=50, Zs=Zs)
     n = math.prod(shape)
     total_bits = k * steps  # per unit: log2(1024 / Z) each step
@@ -152,15 +156,15 @@ def test_no_limit_double_emissions():
     steps, shape = 1200, (3, 4)
     n = math.prod(shape)
     gen = torch.Generator().manual_seed(3)
-    Zs = torch.ones((steps, 1, *shape), dtype=torch.int32)
+    Zs = torch.ones((steps, 1, *shape), dtype=STATE_DTYPE)
     # every other step: a mix per unit of 1 (double emission), 2, 3 and 1024 (no emission)
-    mix = torch.tensor([1, 2, 3, 1024], dtype=torch.int32)[torch.randint(0, 4, (steps, 1, *shape), generator=gen)]
+    mix = torch.tensor([1, 2, 3, 1024], dtype=STATE_DTYPE)[torch.randint(0, 4, (steps, 1, *shape), generator=gen)]
     Zs[1::2] = mix[1::2]
     buf, pushed = round_trip(11, None, steps, shape, 1, seal_every=40, Zs=Zs)
     assert max(pushed) > n, "no multiplication emitted two bytes for some unit"
     assert max(pushed) <= 2 * n
     # pure Z = 1 throughout: every unit hits a double emission every 4 steps
-    Zs1 = torch.ones((400, 1, *shape), dtype=torch.int32)
+    Zs1 = torch.ones((400, 1, *shape), dtype=STATE_DTYPE)
     _, pushed1 = round_trip(12, None, 400, shape, 1, seal_every=1000, Zs=Zs1)
     assert sum(p > n for p in pushed1) >= 400 // 5
     assert n * (10 * 400 - 8 - 3) <= 8 * sum(pushed1) <= n * (10 * 400 + 3)
@@ -171,8 +175,8 @@ def test_identity_gate_stores_nothing():
     gen = torch.Generator().manual_seed(0)
     buf = InformationBuffer((4, 6), max_forget_bits=3)
     for _ in range(50):
-        h = draw_states(gen, (4, 6)).to(torch.int32)
-        out = buf.mul(h, torch.full((4, 6), 1024, dtype=torch.int32))
+        h = draw_states(gen, (4, 6)).to(STATE_DTYPE)
+        out = buf.mul(h, torch.full((4, 6), 1024, dtype=STATE_DTYPE))
         assert torch.equal(out, h)
     assert buf.is_empty()
 
@@ -182,11 +186,11 @@ def test_floor_semantics_on_negative_states(k):
     """Mul floors toward -inf for negative states too: for h = -1 and a fresh buffer, the low digit
     comes from the buffer head (2^10), so the result is Z*(-1) + (1024*1024 + 1023) mod Z."""
     buf = InformationBuffer((1, 3), max_forget_bits=k)
-    Z = torch.tensor([[1024, 512, z_min(k)]], dtype=torch.int32)
-    h = torch.full((1, 3), -1, dtype=torch.int32)
+    Z = torch.tensor([[1024, 512, z_min(k)]], dtype=STATE_DTYPE)
+    h = torch.full((1, 3), -1, dtype=STATE_DTYPE)
     out = buf.mul(h, Z)
     X = 1024 * HEAD_FLOOR + 1023
-    want = torch.tensor([[-int(z) + X % int(z) for z in Z[0]]], dtype=torch.int32)
+    want = torch.tensor([[-int(z) + X % int(z) for z in Z[0]]], dtype=STATE_DTYPE)
     assert torch.equal(out, want)
     assert torch.equal(buf.div(out, Z), h)
     assert buf.is_empty()
@@ -197,7 +201,7 @@ def test_floor_semantics_on_negative_states(k):
 def test_seal_unseal_preserves_any_head(seed, batch, width):
     gen = torch.Generator().manual_seed(seed)
     buf = InformationBuffer((batch, width))
-    heads = torch.randint(HEAD_FLOOR, 1 << HEAD_BITS, (batch, width), generator=gen, dtype=torch.int32)
+    heads = torch.randint(HEAD_FLOOR, 1 << HEAD_BITS, (batch, width), generator=gen, dtype=STATE_DTYPE)
     heads.view(-1)[0] = (1 << HEAD_BITS) - 1  # extremes of the 18-bit range
     heads.view(-1)[-1] = HEAD_FLOOR
     buf.head = heads.clone()
@@ -221,7 +225,7 @@ def test_dividing_an_empty_buffer_is_an_underflow():
     """Undoing a multiplication that never happened must fail loudly, not invent bits."""
     buf = InformationBuffer((2, 3), max_forget_bits=3)
     with pytest.raises(ReversalError):
-        buf.div(torch.zeros(2, 3, dtype=torch.int32), torch.full((2, 3), 128, dtype=torch.int32))
+        buf.div(torch.zeros(2, 3, dtype=STATE_DTYPE), torch.full((2, 3), 128, dtype=STATE_DTYPE))
 
 
 @pytest.mark.parametrize("k", KS)
@@ -241,8 +245,8 @@ def test_wrong_Z_in_reverse_is_detected(k):
         shape, steps = (2, 4), 300
         buf = InformationBuffer(shape, max_forget_bits=k)
         Zs = draw_Z(gen, (steps, *shape), k)
-        Us = torch.randint(-(1 << 23), 1 << 23, (steps, *shape), generator=gen, dtype=torch.int32)
-        h0 = torch.randint(-(1 << 23), 1 << 23, shape, generator=gen, dtype=torch.int32)
+        Us = torch.randint(-(1 << 23), 1 << 23, (steps, *shape), generator=gen, dtype=STATE_DTYPE)
+        h0 = torch.randint(-(1 << 23), 1 << 23, shape, generator=gen, dtype=STATE_DTYPE)
         h = h0
         for t in range(steps):
             h = buf.mul(h, Zs[t]) + Us[t]
@@ -283,15 +287,15 @@ def test_used_bits_close_to_information_bound(k, steps, spread):
     n = math.prod(shape)
     m = 1.0 if k is None else 1.0 - 2.0 ** -k
     buf = InformationBuffer(shape, max_forget_bits=k)
-    h = torch.randint(-(1 << 23), 1 << 23, shape, generator=gen, dtype=torch.int32)
+    h = torch.randint(-(1 << 23), 1 << 23, shape, generator=gen, dtype=STATE_DTYPE)
     S = 0.0
     for t in range(steps):
         z = m * torch.sigmoid(spread * torch.randn(shape, generator=gen)) + (1 - m)
-        Z = torch.round(z * 1024).to(torch.int32)
+        Z = torch.round(z * 1024).to(STATE_DTYPE)
         if k is None:
             Z.clamp_(min=1)
         S += log2_ratio(Z)
-        h = buf.mul(h, Z, z) + torch.randint(-(1 << 20), 1 << 20, shape, generator=gen, dtype=torch.int32)
+        h = buf.mul(h, Z, z) + torch.randint(-(1 << 20), 1 << 20, shape, generator=gen, dtype=STATE_DTYPE)
     buf.seal()
     used, opt = buf.used_bits, buf.optimal_bits
     assert used == 8 * buf.stored_bytes + HEAD_BITS * n
@@ -309,11 +313,11 @@ def test_used_bits_close_to_information_bound(k, steps, spread):
 def test_optimal_bits_accounting_matches_direct_sum():
     gen = torch.Generator().manual_seed(9)
     buf = InformationBuffer((3, 5), max_forget_bits=3)
-    h = torch.zeros(3, 5, dtype=torch.int32)
+    h = torch.zeros(3, 5, dtype=STATE_DTYPE)
     total = 0.0
     for _ in range(75):  # not a multiple of the internal fold period
         z = 0.875 * torch.rand(3, 5, generator=gen, dtype=torch.float64) + 0.125
         total += float(-torch.log2(z).sum())
-        h = buf.mul(h, torch.round(z * 1024).to(torch.int32), z)
+        h = buf.mul(h, torch.round(z * 1024).to(STATE_DTYPE), z)
     assert buf.optimal_bits == pytest.approx(total, rel=1e-12)
     assert math.isnan(InformationBuffer((1, 1), track_optimal=False).optimal_bits)

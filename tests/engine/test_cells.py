@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from revrnn_cli.engine import InformationBuffer, RevGRUCell, RevLSTMCell
-from revrnn_cli.engine.fixed_point import to_float
+from revrnn_cli.engine.fixed_point import STATE_DTYPE, to_float
 
 CONFIGS = [
     (RevGRUCell, dict(max_forget_bits=3)),
@@ -32,7 +32,7 @@ def make_cell(cls, kw, inp=5, hidden=8, scale=1.0, seed=0):
 
 def rand_state(cell, batch, gen, scale=2.0):
     lim = int(scale * (1 << 23))
-    return [torch.randint(-lim, lim + 1, (batch, cell.half), generator=gen, dtype=torch.int32)
+    return [torch.randint(-lim, lim + 1, (batch, cell.half), generator=gen, dtype=STATE_DTYPE)
             for _ in range(cell.n_blocks)]
 
 

@@ -13,12 +13,15 @@ from revrnn_cli.engine import InformationBuffer, NonFiniteError, StateOverflowEr
 from revrnn_cli.engine.fixed_point import (
     FORGET_ONE,
     HIDDEN_SCALE,
-    INT32_MAX,
     MAX_STEP_GROWTH,
+    STATE_BOUND,
+    STATE_DTYPE,
+    STATE_INT_MAX,
     check_finite,
     check_state_range,
     forget_squash,
     log2_ratio_bits,
+    parse_forget_bits,
     bits_forgotten,
     max_growth_bits,
     quantize_gate,
@@ -31,14 +34,17 @@ from revrnn_cli.engine.fixed_point import (
 
 def test_constants_match_the_paper():
     assert HIDDEN_SCALE == 2.0 ** 23 and FORGET_ONE == 1024
+    # int64 carriers: |state| < 2^40, i.e. more than 10^12 steps of the worst-case growth of 1 per step
+    assert STATE_DTYPE == torch.int64 and STATE_BOUND == 2.0 ** 40 and STATE_INT_MAX == 2**63 - 1
+    assert STATE_BOUND / (MAX_STEP_GROWTH / HIDDEN_SCALE) > 1e12
 
 
 @settings(max_examples=50, deadline=None, database=None)
-@given(st.lists(st.integers(-(2**31) + 1, 2**31 - 1), min_size=1, max_size=50))
+@given(st.lists(st.integers(-(2**52), 2**52), min_size=1, max_size=50))
 def test_to_float_is_exact_in_float64_and_to_fixed_inverts_it(ints):
-    h = torch.tensor(ints, dtype=torch.int32)
+    h = torch.tensor(ints, dtype=STATE_DTYPE)
     f64 = to_float(h, torch.float64)
-    assert torch.equal(f64 * 2.0 ** 23, h.to(torch.float64))  # exact: 31-bit integers fit float64
+    assert torch.equal(f64 * 2.0 ** 23, h.to(torch.float64))  # exact: 53-bit integers fit float64
     assert torch.equal(to_fixed(f64), h)
     # float32 conversion is the correctly rounded value of the exact one
     assert torch.equal(to_float(h), f64.to(torch.float32))
@@ -59,7 +65,7 @@ def test_squash_bounds_quantised_gates(k):
     a = torch.tensor([-200.0, -20.0, -1.0, 0.0, 1.0, 20.0, 200.0])
     z = m * torch.sigmoid(a) + (1.0 - m)
     Z = quantize_gate(z, allow_zero_guard=False)
-    assert Z.dtype == torch.int32
+    assert Z.dtype == STATE_DTYPE
     assert int(Z.min()) == 1 << (10 - k) and int(Z.max()) == 1024
     assert bool((Z[1:] >= Z[:-1]).all())
 
@@ -67,9 +73,10 @@ def test_squash_bounds_quantised_gates(k):
 def test_no_limit_and_no_forgetting_squash():
     assert forget_squash(None) == 1.0 and forget_squash(0) == 0.0
     assert max_growth_bits(None) == 10
-    for bad in (-1, 11, 2.5, "3"):
+    assert parse_forget_bits("None") is None and parse_forget_bits(5) == 5
+    for bad in (-1, 0, 4, 11, 2.5, "3", True):
         with pytest.raises(ValueError):
-            forget_squash(bad)
+            parse_forget_bits(bad)
 
 
 def test_zero_guard_only_without_limit():
@@ -95,14 +102,14 @@ def test_bit_accounting_helpers():
 @pytest.mark.parametrize("every", [1, 16, 100])
 def test_state_range_limit_and_check(every):
     limit = state_limit(every)
-    assert limit == INT32_MAX - every * MAX_STEP_GROWTH
-    ok = torch.tensor([0, limit, -limit, 12345], dtype=torch.int32)
-    check_state_range(ok, every, "test")
-    for bad in (limit + 1, -limit - 1, INT32_MAX, -INT32_MAX - 1):
-        with pytest.raises(StateOverflowError):
-            check_state_range(torch.tensor([0, bad], dtype=torch.int32), every, "test")
-    # the margin is enough: `every` worst-case updates from the limit cannot wrap int32
-    assert limit + every * MAX_STEP_GROWTH <= INT32_MAX
+    assert limit == STATE_INT_MAX - every * MAX_STEP_GROWTH
+    check_state_range(-limit, limit, every, "test")
+    check_state_range(0, 12345, every, "test")
+    for lo, hi in ((0, limit + 1), (-limit - 1, 0), (0, STATE_INT_MAX), (-STATE_INT_MAX - 1, 0)):
+        with pytest.raises(StateOverflowError, match="int64"):
+            check_state_range(lo, hi, every, "test")
+    # the margin is enough: `every` worst-case updates from the limit cannot wrap int64
+    assert limit + every * MAX_STEP_GROWTH <= STATE_INT_MAX
 
 
 def test_check_finite():

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from revrnn_cli.engine import NonFiniteError, RevGRU, RevLSTM, RevState, ReversibleRNN, StateOverflowError
-from revrnn_cli.engine.fixed_point import to_float
+from revrnn_cli.engine.fixed_point import HIDDEN_SCALE, STATE_BOUND, STATE_DTYPE, to_float
 
 from .util import rel_diff
 
@@ -47,7 +47,7 @@ def test_output_and_state_shapes(cls, blocks):
     assert y.shape == (11, B, 6) and y.dtype == torch.float32
     widths = [H, H, 6]
     assert [tuple(h.shape) for h in state.ints] == [(B, blocks * w // 2) for w in widths]
-    assert all(h.dtype == torch.int32 for h in state.ints)
+    assert all(h.dtype == STATE_DTYPE for h in state.ints)
     assert [tuple(f.shape) for f in state.floats] == [(B, blocks * w // 2) for w in widths]
     for h, f in zip(state.ints, state.floats):
         assert torch.equal(to_float(h), f.detach())
@@ -62,7 +62,7 @@ def test_output_and_state_shapes(cls, blocks):
 def test_initial_state_is_zero_and_default():
     model = make(RevLSTM)
     s0 = model.initial_state(B)
-    assert all(torch.equal(h, torch.zeros(B, 2 * c.hidden_size, dtype=torch.int32)) for h, c in zip(s0.ints, model.cells))
+    assert all(torch.equal(h, torch.zeros(B, 2 * c.hidden_size, dtype=STATE_DTYPE)) for h, c in zip(s0.ints, model.cells))
     x = torch.randn(7, B, IN)
     with torch.no_grad():
         ya, sa = model(x)
@@ -193,27 +193,17 @@ def saturating_lstm(forget: bool, max_forget_bits=3):
 @pytest.mark.parametrize("forget,k", [(False, 3), (True, 3), (True, None)], ids=["NF", "k3", "nolimit"])
 @pytest.mark.parametrize("mode", MODES)
 def test_lstm_state_overflow_is_loud(forget, k, mode):
-    """c grows by exactly 1 per step; with chunk 16 the guard's margin is 16 maximal updates, so 239 steps
-    are fine (c = 239 exactly, no wrap) and 260 steps (c would pass 256, the int32 limit) must raise."""
+    """c and h grow by exactly 1 per step. Started 200 below the int64 bound of 2^40, 150 steps are fine
+    (exactly +150, no wrap) and 239 steps (beyond the bound less the guard's margin of one chunk of
+    maximal updates) must raise rather than wrap."""
     model = saturating_lstm(forget, k)
-    x = torch.zeros(239, B, IN)
-    y, s = call(model, x, mode)
-    c = to_float(s.ints[0][:, H:], torch.float64)
-    assert torch.equal(c, torch.full_like(c, 239.0))
-    assert bool((y.detach()[-1] > 200).all())
-    with pytest.raises(StateOverflowError):
-        call(model, torch.zeros(260, B, IN), mode)
-
-
-def test_nf_lstm_large_inputs_overflow():
-    """NF-RevLSTM (must remember everything) fed large inputs for a few hundred steps overflows loudly."""
-    torch.manual_seed(0)
-    model = RevLSTM(IN, H, 1, forget=False)
-    with torch.no_grad():
-        model.cells[0].wx.abs_()
-    x = 50.0 * torch.rand(400, B, IN)
-    with pytest.raises(StateOverflowError):
-        model(x)
+    start = int((STATE_BOUND - 200) * HIDDEN_SCALE)
+    s0 = RevState([torch.full((B, 2 * H), start, dtype=STATE_DTYPE)])
+    y, s = call(model, torch.zeros(150, B, IN), mode, s0)
+    assert torch.equal(s.ints[0] - start, torch.full_like(s.ints[0], 150 << 23))
+    assert bool((y.detach()[-1] > 0.99 * STATE_BOUND).all())  # the float view: 2^40 in float32
+    with pytest.raises(StateOverflowError, match="int64"):
+        call(model, torch.zeros(239, B, IN), mode, s0)
 
 
 @pytest.mark.parametrize("kw", [
@@ -253,7 +243,7 @@ def test_invalid_chunk_rejected_at_construction(chunk):
 @pytest.mark.parametrize("mode", ["reverse", "no_grad"])
 def test_large_chunk_is_usable_or_rejected(chunk, mode):
     """A large chunk is either rejected at construction (ValueError) or works: a zero input must not
-    trip the state-range guard (whose margin, chunk maximal updates, exceeds int32 for chunk >= 256)."""
+    trip the state-range guard (whose margin is chunk maximal updates)."""
     try:
         model = RevGRU(IN, H, chunk=chunk)
     except ValueError:

@@ -195,8 +195,12 @@ def test_last_stats_long_sequence(cls, blocks):
     with torch.no_grad():
         model(x)
     s = model.last_stats
-    assert set(s) == {"normal_bits", "used_bits", "optimal_bits", "steps"}
+    assert set(s) == {"normal_bits", "used_bits", "optimal_bits", "steps", "max_state", "gates", "saturated_gates"}
     assert s["steps"] == T
+    # every forget gate of both halves of both layers at every step (z for a GRU; f and p for an LSTM)
+    assert s["gates"] == T * B * (H + 6) // 2 * 2 * blocks
+    assert 0 <= s["saturated_gates"] < s["gates"]
+    assert 0 < s["max_state"] < 1.0 + 1e-6 or cls is RevLSTM
     assert s["normal_bits"] == 32 * T * B * (H + 6) * blocks
     assert 1.0 <= s["used_bits"] / s["optimal_bits"] <= 1.05
     assert s["normal_bits"] / s["used_bits"] > 32 / 3  # at most 3 bits per unit per multiplication

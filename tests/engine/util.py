@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from revrnn_cli.engine.fixed_point import STATE_DTYPE
+
 from revrnn_cli.engine.reversible import Plan, effective_weights, forward_steps, make_buffers, reverse_steps
 
 
@@ -29,11 +31,11 @@ def build_plan(model, batch: int, masks=None, weight_masks=None, chunk: int | No
 
 
 def random_int_state(model, batch: int, gen: torch.Generator, scale: float = 0.5) -> list[list[torch.Tensor]]:
-    """A random (nonzero) initial int32 state per layer, values in about ±scale."""
+    """A random (nonzero) initial integer state per layer, values in about ±scale."""
     out = []
     for c in model.cells:
         lim = int(scale * (1 << 23))
-        out.append([torch.randint(-lim, lim + 1, (batch, c.half), generator=gen, dtype=torch.int32)
+        out.append([torch.randint(-lim, lim + 1, (batch, c.half), generator=gen, dtype=STATE_DTYPE)
                     for _ in range(c.n_blocks)])
     return out
 

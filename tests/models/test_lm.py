@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from revrnn_cli.engine.fixed_point import STATE_DTYPE
 from revrnn_cli.engine.layers import RevState
 from revrnn_cli.models.lm import IGNORE_INDEX, LMConfig, RNNLanguageModel, chunk_loss
 
@@ -55,7 +56,7 @@ def test_reverse_and_store_agree_over_carried_segments(cell, layers):
         assert math.isfinite(r[0].item())
         assert len(r[1]) == layers
         for a, b in zip(r[1], s[1]):
-            assert a.dtype == torch.int32
+            assert a.dtype == STATE_DTYPE
             assert torch.equal(a, b), f"segment {i}: final states differ"
         for name in r[2]:
             gr, gs = r[2][name], s[2][name]

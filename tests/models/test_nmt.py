@@ -10,7 +10,7 @@ import torch
 from revrnn_cli.data.translation import collate
 from revrnn_cli.engine.buffer import InformationBuffer
 from revrnn_cli.engine.fixed_point import ReversalError
-from revrnn_cli.engine.reversible import build_plan, check_recovered, forward_steps, reverse_steps
+from revrnn_cli.engine.reversible import Plan, check_recovered, effective_weights, forward_steps, make_buffers, reverse_steps
 from revrnn_cli.models.nmt import NMTConfig, Seq2Seq
 from revrnn_cli.models.search import beam_search, greedy
 
@@ -72,9 +72,10 @@ def test_gradient_comparison_can_fail():
 def _encoder_plan(m, batch, restore=None, buffers=None):
     enc = m.encoder
     S, B = batch.src.shape
-    flat = [w for c in enc.cells for w in c.weights()]
-    return build_plan(list(enc.cells), flat, None, [None] * len(enc.cells), B, "cpu", 4, True, "encoder",
-                      buffers=buffers, active=m.active(batch.src_len, S), restore=restore)
+    cells = list(enc.cells)
+    return Plan(cells, effective_weights(cells, enc.weights()), [None] * len(cells),
+                buffers if buffers is not None else make_buffers(cells, B, "cpu"), 4, "encoder",
+                m.active(batch.src_len, S), restore)
 
 
 @pytest.mark.parametrize("cell", ["revgru", "revlstm"])
@@ -102,8 +103,7 @@ def test_encoder_reversal_exact_with_padding_and_slice(cell):
             return None
         return h0[top][0][:, :4] if t == 0 else slices[t - 1]
 
-    back = build_plan(plan.cells, [w for c in m.encoder.cells for w in c.weights()], None, plan.masks, B, "cpu", 4,
-                      False, "encoder", buffers=plan.buffers, active=plan.active, restore=restore)
+    back = Plan(plan.cells, plan.weights, plan.masks, plan.buffers, 4, "encoder", plan.active, restore)
     back.unseal()
 
     def check(l, t, blocks):  # the state before step t must equal the state after step t - 1
