@@ -146,6 +146,7 @@ class _null:
 _VERIFY_ROWS = [
     ("exact", "exact"), ("states checked", "states_checked"), ("states mismatched", "states_mismatched"),
     ("max state error", "max_state_error"), ("buffers empty", "buffers_empty"),
+    ("largest |state|", "max_state"), ("forget gates at 1", "saturated_gates"),
     ("max rel. grad diff", "max_relative_grad_diff"), ("grad angle (degrees)", "grad_angle_degrees"),
     ("losses equal", "losses_equal"),
     ("normal bits", "normal_bits"), ("used bits", "used_bits"), ("optimal bits", "optimal_bits"),

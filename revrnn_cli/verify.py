@@ -21,8 +21,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .engine import RevGRU, RevLSTM, deterministic_settings
-from .engine.fixed_point import HIDDEN_UNIT, FixedPointError, parse_forget_bits
-from .engine.reversible import Plan, effective_weights, forward_steps, make_buffers, reverse_steps
+from .engine.fixed_point import HIDDEN_UNIT, STATE_DTYPE, FixedPointError, parse_forget_bits
+from .engine.reversible import Plan, bit_stats, effective_weights, forward_steps, make_buffers, reverse_steps
 
 GRAD_RTOL = 1e-4
 """Largest relative gradient difference (per parameter tensor, in norm) accepted between modes.
@@ -31,6 +31,7 @@ Both modes compute the same real-valued gradient at the same quantised activatio
 only in the order of float32 additions, which leaves differences near 1e-7 per step."""
 
 MAX_RECORD_BYTES = 1 << 30
+STATE_BYTES = torch.empty(0, dtype=STATE_DTYPE).element_size()
 
 
 class VerifyConfig(BaseModel):
@@ -52,6 +53,7 @@ class VerifyConfig(BaseModel):
     chunk: int = Field(16, ge=1)
     seed: int = 0
     check_gradients: bool = True
+    gate_bias: float = 0.0  # added to every gate's bias: 20 saturates them (forget gates at exactly 1)
 
     @field_validator("hidden", "top_size")
     @classmethod
@@ -68,13 +70,22 @@ class VerifyConfig(BaseModel):
     def describe(self) -> str:
         bits = "none" if self.max_forget_bits is None else self.max_forget_bits
         kind = self.cell if self.forget else f"nf-{self.cell}"
-        return f"{kind} {self.layers}x{self.hidden} in={self.input_size} B={self.batch} T={self.steps} bits={bits}"
+        sat = f" gate_bias={self.gate_bias:g}" if self.gate_bias else ""
+        return f"{kind} {self.layers}x{self.hidden} in={self.input_size} B={self.batch} T={self.steps} bits={bits}{sat}"
 
 
 def build_model(cfg: VerifyConfig):
+    """The stack to check. ``gate_bias`` shifts every gate's bias: a large value saturates the gates,
+    so the forget gates quantise to exactly 1 and (RevLSTM) c and h grow by about 1 per step, the
+    worst case for the fixed-point range."""
     cls = RevGRU if cfg.cell == "revgru" else RevLSTM
-    return cls(cfg.input_size, cfg.hidden, cfg.layers, top_size=cfg.top_size, max_forget_bits=cfg.max_forget_bits,
-               forget=cfg.forget, dropout=cfg.dropout, weight_drop=cfg.weight_drop, chunk=cfg.chunk)
+    model = cls(cfg.input_size, cfg.hidden, cfg.layers, top_size=cfg.top_size, max_forget_bits=cfg.max_forget_bits,
+                forget=cfg.forget, dropout=cfg.dropout, weight_drop=cfg.weight_drop, chunk=cfg.chunk)
+    if cfg.gate_bias:
+        with torch.no_grad():
+            for cell in model.cells:
+                cell.bx.add_(cfg.gate_bias)
+    return model
 
 
 def verify(cfg: VerifyConfig) -> dict:
@@ -84,7 +95,7 @@ def verify(cfg: VerifyConfig) -> dict:
     model = build_model(cfg).train()
     x = torch.randn(cfg.steps, cfg.batch, cfg.input_size)
     blocks = 4 if cfg.cell == "revlstm" else 2
-    record_bytes = cfg.steps * cfg.batch * sum(c.hidden_size for c in model.cells) * blocks // 2 * 4
+    record_bytes = cfg.steps * cfg.batch * sum(c.hidden_size for c in model.cells) * blocks // 2 * STATE_BYTES
     if record_bytes > MAX_RECORD_BYTES:
         raise ValueError(f"recording every state would take {record_bytes / 2**30:.1f} GiB; "
                          "reduce --steps, --batch or --hidden")
@@ -117,8 +128,8 @@ def _check_exactness(model, x) -> dict:
         t0 = time.perf_counter()
         forward_steps(plan, state, T, lambda a, b: x[a:b], on_state=record)
         t_fwd = time.perf_counter() - t0
-        used = sum(b.used_bits for b in plan.buffers if b is not None)
-        optimal = sum(b.optimal_bits for b in plan.buffers if b is not None)
+        max_state = plan.check_range()
+        stats = bit_stats(plan, T, B)
         plan.seal()
 
         worst = {"max_error": 0, "mismatched_states": 0, "first_mismatch": None}
@@ -139,7 +150,7 @@ def _check_exactness(model, x) -> dict:
         reverse_steps(plan, state, T, lambda a, b: x[a:b], on_state=compare)
         t_rev = time.perf_counter() - t0
         empty = all(b.is_empty() for b in plan.buffers if b is not None)
-    normal = sum(32 * T * B * c.hidden_size * (2 if c.n_blocks == 4 else 1) for c in model.cells)
+    normal, used, optimal = stats["normal_bits"], stats["used_bits"], stats["optimal_bits"]
     checked = T * len(model.cells)
     return {
         "exact": worst["mismatched_states"] == 0 and empty,
@@ -147,6 +158,8 @@ def _check_exactness(model, x) -> dict:
         "states_mismatched": worst["mismatched_states"],
         "first_mismatch": worst["first_mismatch"],
         "max_state_error": worst["max_error"] * HIDDEN_UNIT,
+        "max_state": max_state,
+        "saturated_gates": stats["saturated_gates"] / stats["gates"] if stats["gates"] else None,
         "buffers_empty": empty,
         "normal_bits": normal,
         "used_bits": used,

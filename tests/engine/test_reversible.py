@@ -82,6 +82,32 @@ def test_exact_reversal_lstm_10k_steps():
     exact_reversal(model, 10_000, seed=12)
 
 
+@pytest.mark.parametrize("cls,layers,bits", [(RevLSTM, 1, 3), (RevLSTM, 3, 1), (RevGRU, 2, 3)],
+                         ids=["lstm1", "lstm3-1bit", "gru2"])
+def test_exact_reversal_saturated_20k_steps(cls, layers, bits):
+    """Every gate bias +20: the forget gates quantise to exactly 1 and a RevLSTM's c and h grow by about
+    1 per step, to ~20,000 (int32 states with 23 fractional bits hold 256). Every state comes back."""
+    T = 20_000
+    model = make(cls, layers, max_forget_bits=bits)
+    with torch.no_grad():
+        for c in model.cells:
+            c.bx.add_(20.0)
+    plan = build_plan(model, B)
+    x = torch.randn(T, B, IN, generator=torch.Generator().manual_seed(3))
+    h0 = [c.init_state(B) for c in model.cells]
+    final, hist, _ = forward_record(plan, h0, T, x)
+    largest = plan.check_range()
+    if cls is RevLSTM:
+        assert largest > 0.5 * T  # far beyond the int32 range, nowhere near the int64 bound
+        assert float(to_float(final[0][2], torch.float64).abs().max()) > 1000  # a cell state of layer 0 left ±256
+    assert sum(b.saturated_gates for b in plan.buffers) > 0
+    plan.seal()
+    plan.unseal()
+    res = reverse_check(plan, final, h0, hist, T, x)
+    assert res["mismatched"] == 0, f"first wrong recovered state (layer, step): {res['first_bad']}"
+    check_recovered(plan, res["recovered"], h0, "test")
+
+
 def test_wrong_weights_in_reverse_are_detected():
     """A reverse pass whose recomputation differs from the forward (here layer 1's biases moved by
     1e-4, as a non-bit-identical matmul would) must end in ReversalError."""
