@@ -163,7 +163,7 @@ def test_reverse_direction_de_en(real_data_dir, cache_dir, small):
 
 def test_config_validation():
     assert TranslationDataConfig().model_dump() == {
-        "dataset": "multi30k", "data_dir": None, "download": True, "src_lang": "en", "tgt_lang": "de",
+        "dataset": "multi30k", "data_dir": None, "download": True, "verify": True, "src_lang": "en", "tgt_lang": "de",
         "max_len": 50, "lowercase": True, "min_freq": 1, "max_vocab": 50_000,
         "n_train": None, "n_valid": None, "n_test": None,
     }
@@ -444,3 +444,17 @@ def test_importing_the_package_does_not_import_sacremoses_or_sacrebleu():
             "print(sorted(m for m in ('sacremoses', 'sacrebleu', 'datasets') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_verify_false_reads_other_line_counts_but_keeps_sides_parallel(tiny_data_dir, tmp_path):
+    with pytest.raises(DataError, match="expected 29,000 lines"):
+        m30k.read_multi30k(tiny_data_dir, download=False)
+    raw = m30k.read_multi30k(tiny_data_dir, download=False, verify=False)
+    assert len(raw.splits["valid"]) == len((tiny_data_dir / "multi30k" / "val.en").read_text().splitlines())
+    shutil.copytree(tiny_data_dir / "multi30k", tmp_path / "multi30k")
+    path = tmp_path / "multi30k" / "val.de"
+    path.write_text("".join(path.read_text().splitlines(keepends=True)[:-1]))
+    with pytest.raises(DataError) as info:
+        m30k.read_multi30k(tmp_path, download=False, verify=False)
+    msg = str(info.value)
+    assert "\n" not in msg and "val.en" in msg and "val.de" in msg and "not parallel" in msg
