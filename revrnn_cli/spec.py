@@ -80,8 +80,8 @@ def load_yaml(path: Path | str):
                         f"a spec is YAML text") from None
     raw = parse_yaml(text, str(path))
     if raw is None:
-        raise SpecError(f"{path}: the file is empty (or holds only comments): write the experiment's "
-                        f"sections (data, model, train), as in experiments/quickstart.yaml")
+        raise SpecError(f"{path}: the file is empty (or holds only comments); a spec is a YAML mapping of "
+                        f"settings, as in experiments/quickstart.yaml")
     return raw
 
 
@@ -217,9 +217,13 @@ def spec_class(raw: dict, where: str) -> type[ExperimentSpec]:
     return TranslationSpec if task == "translation" else ExperimentSpec
 
 
-def load_spec(path: Path | str | None, overrides: list[str] = (), base: dict | None = None) -> tuple[ExperimentSpec, dict]:
-    """Load, override and validate a spec; returns the typed spec and its plain, merged dict."""
-    where = str(path) if path is not None else "spec"
+def load_spec(path: Path | str | None, overrides: list[str] = (), base: dict | None = None,
+              where: str | None = None) -> tuple[ExperimentSpec, dict]:
+    """Load, override and validate a spec; returns the typed spec and its plain, merged dict.
+
+    ``base`` is a spec already read (``path`` None); ``where`` names it in errors.
+    """
+    where = str(path) if path is not None else (where or "spec")
     raw = load_yaml(path) if path is not None else (base or {})
     if not isinstance(raw, dict):
         raise SpecError(f"{where}: expected a mapping at the top level")
