@@ -61,17 +61,19 @@ _PLACES = [("on the grass", "auf dem Gras"), ("in front of a white fence", "vor 
            ("under a blue sky", "unter einem blauen Himmel")]
 _EXTRAS = [("", ""), (" with a ball", " mit einem Ball"), (" while it rains", " während es regnet"),
            (" , smiling", " , lächelnd"), (" & laughing", " & lacht")]
+# only in valid and test, as rare words are in the real corpus: they encode to <unk>
+_UNSEEN = [(" with a green kite", " mit einem grünen Drachen"), (" beside a lighthouse", " neben einem Leuchtturm")]
 
 
 def _lm_lines(rng: random.Random, words: list[str], n: int, wiki: bool) -> list[str]:
-    """``n`` lines in the corpus' layout: PTB `` w w w`` lines; WikiText-2 headings, blanks and text."""
+    """``n`` lines in the corpus' layout: PTB `` w w w `` lines; WikiText-2 headings, blanks and text."""
     weights = [1.0 / (i + 1) for i in range(len(words))]  # Zipf-like, as text is
     lines = []
     while len(lines) < n:
         text = " ".join(rng.choices(words, weights, k=rng.randint(4, 18)))
         if wiki and rng.random() < 0.1:
             lines += [" ", f" = {rng.choice(words)} = ", " "]
-        lines.append(f" {text} " if wiki else f" {text}")
+        lines.append(f" {text} ")  # the classic files' canonical form (data/download.py: lm_rows_to_text)
     return lines[:n]
 
 
@@ -87,7 +89,7 @@ def write_tiny_corpora(root: Path, seed: int = 0) -> Path:
     for subdir, names, wiki in (("ptb", ("ptb.train.txt", "ptb.valid.txt", "ptb.test.txt"), False),
                                 ("wikitext-2", ("wiki.train.tokens", "wiki.valid.tokens", "wiki.test.tokens"), True)):
         (root / subdir).mkdir(parents=True, exist_ok=True)
-        train = [f" {' '.join(words)}"] + _lm_lines(rng, words, TINY_LINES["train"] - 1, wiki)
+        train = [f" {' '.join(words)} "] + _lm_lines(rng, words, TINY_LINES["train"] - 1, wiki)
         splits = {"train": train, "valid": _lm_lines(rng, words, TINY_LINES["valid"], wiki),
                   "test": _lm_lines(rng, words, TINY_LINES["test"], wiki)}
         for split, name in zip(("train", "valid", "test"), names):
@@ -95,8 +97,9 @@ def write_tiny_corpora(root: Path, seed: int = 0) -> Path:
     (root / "multi30k").mkdir(parents=True, exist_ok=True)
     for split, stem in (("train", "train"), ("valid", "val"), ("test", "test2016")):
         pairs = []
+        extras = _EXTRAS if split == "train" else _EXTRAS + _UNSEEN
         for _ in range(TINY_PAIRS[split]):
-            parts = [rng.choice(options) for options in (_SUBJECTS, _VERBS, _PLACES, _EXTRAS)]
+            parts = [rng.choice(options) for options in (_SUBJECTS, _VERBS, _PLACES, extras)]
             pairs.append((" ".join(p[0] for p in parts[:3]) + parts[3][0] + ".",
                           " ".join(p[1] for p in (parts[0], parts[1], parts[2])) + parts[3][1] + "."))
         for i, lang in enumerate(("en", "de")):
