@@ -144,7 +144,7 @@ def _resume_spec(dist, spec_path, overrides, payload, ckpt_path) -> tuple[Experi
         base = dist.on_main(lambda: load_yaml(saved) if saved.is_file() else None)
         where = str(saved) if base is not None else str(ckpt_path)
         spec, config = load_spec(None, overrides, base=base if base is not None else payload["config"], where=where)
-        here = f"in {where}" + (" with --set" if overrides else "") if base is not None else "here"
+        here = "here" if base is None else (f"in {saved}" + (" with --set" if overrides else ""))
     check_compatible(payload, config, ckpt_path, ignore=RESUME_MAY_CHANGE, source=here)
     return spec, config
 

@@ -228,8 +228,7 @@ class Trainer:
     def _abandon_step(self, stop: GracefulStop) -> Interrupted:
         """Save the state before the interrupted step (if this process trained any) and say so."""
         s = self.state
-        code = stop.exit_code or EXIT_SIGINT
-        what = stop.reason.replace("received", "received again") if stop.reason else "interrupted"
+        code, what = stop.exit_code or EXIT_SIGINT, stop.reason or "interrupted"
         if self.dist.distributed:  # the ranks cannot agree on a checkpoint in the middle of a step
             return Interrupted(code, None, f"{what}: stopped at once without saving (a multi-process run saves "
                                            f"only at a step boundary); {self.run_dir / 'last.pt'} is the latest")

@@ -100,6 +100,9 @@ class GracefulStop:
                 return  # torchrun's forwarded copy of the signal this worker already got
             if self._protected:
                 return  # the stop is already on its way, right after this section
+            # this signal, not the first request, is why the run stops now, and what it exits with
+            self.signum, self._code = signum, None
+            self.reason = f"{signal.Signals(signum).name} received again"
             raise KeyboardInterrupt
         self.requested = True
         self.signum = signum

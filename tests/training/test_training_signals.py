@@ -112,3 +112,12 @@ def test_request_stops_without_a_signal_and_keeps_the_first_reason() -> None:
         with pytest.raises(KeyboardInterrupt):  # a signal after a request is a second request: stop at once
             os.kill(os.getpid(), signal.SIGTERM)
             _wait_for(lambda: False, timeout=2.0)
+
+
+def test_the_signal_that_stops_at_once_gives_the_reason_and_the_exit_code() -> None:
+    with GracefulStop(announce=False) as stop:
+        stop.request(141, "stdout was closed")
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            _wait_for(lambda: False, timeout=2.0)
+    assert stop.reason == "SIGINT received again" and stop.exit_code == 130
