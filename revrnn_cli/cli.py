@@ -28,6 +28,7 @@ from .console import emit_json, err, fail, fmt
 from .data.errors import DataError
 from .engine.fixed_point import FixedPointError, NonFiniteError
 from .errors import EXIT_CHECK_FAILED, EXIT_DATA, EXIT_NONFINITE, EXIT_NUMERIC, EXIT_OK, EXIT_SIGINT, EXIT_USAGE, UserError
+from .errors import out_of_memory
 from .training.loop import Interrupted
 from .spec import load_yaml, validation_message
 
@@ -73,19 +74,19 @@ _VERIFY_FLAGS = {"cell": "--cell", "layers": "--layers", "hidden": "--hidden", "
 def verify_reversal(
     spec: Optional[Path] = typer.Argument(None, help="YAML file with one check (a mapping) or `checks:` (a list)."),
     cell: Optional[CellName] = typer.Option(None, "--cell", help="Cell to check (default: both)."),
-    layers: Optional[int] = typer.Option(None, "--layers", min=1, help="Stacked layers [2]."),
-    hidden: Optional[int] = typer.Option(None, "--hidden", min=2, help="Hidden units per layer, even [32]."),
-    top_size: Optional[int] = typer.Option(None, "--top-size", min=2, help="Width of the top layer [= hidden]."),
-    input_size: Optional[int] = typer.Option(None, "--input-size", min=1, help="Input features [16]."),
-    batch: Optional[int] = typer.Option(None, "--batch", min=1, help="Batch size [4]."),
-    steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Time steps T [1000]."),
+    layers: Optional[int] = typer.Option(None, "--layers", min=1, help="Stacked layers \\[2]."),
+    hidden: Optional[int] = typer.Option(None, "--hidden", min=2, help="Hidden units per layer, even \\[32]."),
+    top_size: Optional[int] = typer.Option(None, "--top-size", min=2, help="Width of the top layer \\[= hidden]."),
+    input_size: Optional[int] = typer.Option(None, "--input-size", min=1, help="Input features \\[16]."),
+    batch: Optional[int] = typer.Option(None, "--batch", min=1, help="Batch size \\[4]."),
+    steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Time steps T \\[1000]."),
     max_forget_bits: Optional[str] = typer.Option(None, "--max-forget-bits", callback=_forget_bits,
-                                                  help="Most bits forgotten per unit per step: 1, 2, 3, 5 or none [3]."),
+                                                  help="Most bits forgotten per unit per step: 1, 2, 3, 5 or none \\[3]."),
     no_forget: bool = typer.Option(False, "--no-forget", help="Check the no-forgetting variant (no buffer)."),
-    dropout: Optional[float] = typer.Option(None, "--dropout", min=0.0, max=0.99, help="Locked dropout between layers [0.3]."),
-    weight_drop: Optional[float] = typer.Option(None, "--weight-drop", min=0.0, max=0.99, help="DropConnect on recurrent weights [0.2]."),
-    chunk: Optional[int] = typer.Option(None, "--chunk", min=1, help="Steps per batched input projection [16]."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed [0]."),
+    dropout: Optional[float] = typer.Option(None, "--dropout", min=0.0, max=0.99, help="Locked dropout between layers \\[0.3]."),
+    weight_drop: Optional[float] = typer.Option(None, "--weight-drop", min=0.0, max=0.99, help="DropConnect on recurrent weights \\[0.2]."),
+    chunk: Optional[int] = typer.Option(None, "--chunk", min=1, help="Steps per batched input projection \\[16]."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed \\[0]."),
     no_grad_check: bool = typer.Option(False, "--no-grad-check", help="Skip the reverse-vs-store gradient comparison."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
 ):
@@ -179,9 +180,11 @@ def train_cmd(
     set_: list[str] = typer.Option([], "--set", help="Override a spec value: --set model.layers=2 (repeatable)."),
     print_config: bool = typer.Option(False, "--print-config", help="Print the merged, validated spec and exit."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue a run: its directory or a checkpoint."),
-    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Data directory [spec, $REVRNN_DATA_DIR, ./data]."),
-    run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Write the run here instead of runs/<name>[-N]."),
+    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Data directory \\[spec, $REVRNN_DATA_DIR, ./data]."),
+    run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Write the run here instead of runs/<name>\\[-N] (refused if it holds a run)."),
     json_out: bool = typer.Option(False, "--json", help="One JSON object per log line on stdout."),
+    overwrite: bool = typer.Option(False, "--overwrite",
+                                   help="Replace the run that --run-dir holds (its checkpoints and metrics are deleted)."),
     nproc: int | None = typer.Option(None, "--nproc", min=1,
                                      help="Train with N processes on this machine (DistributedDataParallel; "
                                           "launches torchrun --standalone --nproc_per_node N)."),
@@ -201,19 +204,23 @@ def train_cmd(
             sys.stdout.write(dump_spec(parsed))
         raise typer.Exit(EXIT_OK)
     if nproc is not None:
-        raise typer.Exit(_launch_train(nproc, spec, set_, resume, data_dir, run_dir, json_out))
-    summary = train(spec, set_, resume=resume, data_dir=data_dir, run_dir=run_dir, json_stdout=json_out)
-    if distributed.is_main():
+        raise typer.Exit(_launch_train(nproc, spec, set_, resume, data_dir, run_dir, json_out, overwrite))
+    summary = train(spec, set_, resume=resume, data_dir=data_dir, run_dir=run_dir, overwrite=overwrite,
+                    json_stdout=json_out)
+    if distributed.is_main() and "message" in summary:  # nothing was trained: one line says why
+        err.print(escape(f"revrnn: {summary['message']}"), soft_wrap=True)
+    elif distributed.is_main():
         _print_summary("training finished" if summary["stopped"] == "finished" else f"stopped ({summary['stopped']})",
                        summary)
 
 
-def _launch_train(nproc, spec, set_, resume, data_dir, run_dir, json_out) -> int:
+def _launch_train(nproc, spec, set_, resume, data_dir, run_dir, json_out, overwrite=False) -> int:
     """``revrnn train --nproc N``: check what can be checked here, then run N processes under torchrun."""
     from .runner import resolve_checkpoint
     from .spec import load_spec
     from .training import distributed
     from .training.checkpoint import check_world_size, load_checkpoint
+    from .training.rundir import refuse_existing_run
 
     if spec is not None:
         load_spec(spec, set_)  # a spec error: one line here, not one per process
@@ -222,6 +229,8 @@ def _launch_train(nproc, spec, set_, resume, data_dir, run_dir, json_out) -> int
         check_world_size(load_checkpoint(path), nproc, path)
     elif spec is None:
         raise UserError("train: give a spec file (or --resume RUN_DIR)")
+    elif run_dir is not None:
+        refuse_existing_run(run_dir, overwrite)
     argv = ["train", *([str(spec)] if spec is not None else [])]
     for value in set_:
         argv += ["--set", value]
@@ -230,6 +239,8 @@ def _launch_train(nproc, spec, set_, resume, data_dir, run_dir, json_out) -> int
             argv += [flag, str(value)]
     if json_out:
         argv.append("--json")
+    if overwrite:
+        argv.append("--overwrite")
     return distributed.launch_local(nproc, argv)
 
 
@@ -237,10 +248,10 @@ def _launch_train(nproc, spec, set_, resume, data_dir, run_dir, json_out) -> int
 def evaluate_cmd(
     target: Path = typer.Argument(..., help="A run directory (uses best.pt) or a checkpoint file."),
     split: str = typer.Option("valid", "--split", help="valid or test."),
-    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Data directory [as trained]."),
+    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Data directory \\[as trained]."),
     max_batches: Optional[int] = typer.Option(None, "--max-batches", min=1, help="Evaluate only this many batches."),
     beam: Optional[int] = typer.Option(None, "--beam", min=1,
-                                       help="Translation: beam size [spec's decode.beam_size]; 1 = greedy."),
+                                       help="Translation: beam size \\[spec's decode.beam_size]; 1 = greedy."),
     max_sentences: Optional[int] = typer.Option(None, "--max-sentences", min=1,
                                                 help="Translation: translate only the first N sentences."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
@@ -262,7 +273,7 @@ def evaluate_cmd(
 def memprofile_cmd(
     spec: Optional[Path] = typer.Argument(None, help="Experiment spec (default: a 2-layer RevLSTM LM, 650 units)."),
     seq_len: str = typer.Option("35,70,140,280", "--seq-len", help="Comma-separated sequence lengths."),
-    batch: Optional[int] = typer.Option(None, "--batch", min=1, help="Batch size [spec's train.batch_size]."),
+    batch: Optional[int] = typer.Option(None, "--batch", min=1, help="Batch size \\[spec's train.batch_size]."),
     modes: str = typer.Option("bptt,checkpoint,store,reverse", "--modes", help="Comma-separated subset of the modes."),
     set_: list[str] = typer.Option([], "--set", help="Override a spec value (repeatable)."),
     repeats: int = typer.Option(1, "--repeats", min=1, help="Timed steps per row (median)."),
@@ -281,15 +292,23 @@ def memprofile_cmd(
     from .spec import load_spec
 
     try:
-        lengths = [int(v) for v in seq_len.split(",") if v.strip()]
+        lengths = [int(v) for v in seq_len.split(",")]
     except ValueError:
-        raise typer.BadParameter(f"{seq_len!r} is not a comma-separated list of integers", param_hint="'--seq-len'")
+        raise typer.BadParameter(f"{seq_len!r} is not a comma-separated list of integers (e.g. 35,70,140)",
+                                 param_hint="'--seq-len'")
     if not lengths or min(lengths) < 1:
         raise typer.BadParameter("sequence lengths must be positive integers", param_hint="'--seq-len'")
-    chosen = [m.strip() for m in modes.split(",") if m.strip()]
+    chosen = [m.strip() for m in modes.split(",")]
+    if "" in chosen:
+        raise typer.BadParameter(f"{modes!r} has an empty item; expected a comma-separated subset of "
+                                 f"{', '.join(MODES)}", param_hint="'--modes'")
     bad = [m for m in chosen if m not in MODES]
-    if bad or not chosen:
-        raise typer.BadParameter(f"{','.join(bad) or modes!r} not among {', '.join(MODES)}", param_hint="'--modes'")
+    if bad:
+        raise typer.BadParameter(f"{', '.join(map(repr, bad))} not among {', '.join(MODES)}", param_hint="'--modes'")
+    if plot is not None:
+        from .memory.plot import check_plot_target
+
+        check_plot_target(plot)  # matplotlib and a writable file: before the profile, not after it
     base = None if spec else DEFAULT_MEMPROFILE_SPEC
     parsed, _ = load_spec(spec, set_, base=base)
     if parsed.task == "translation" and "checkpoint" in chosen:
@@ -398,11 +417,17 @@ def main(argv: list[str] | None = None) -> None:
         fail(escape(str(e)))
         sys.exit(EXIT_NUMERIC)
     except Interrupted as e:
-        err.print(escape(str(e)))
+        err.print(escape(f"revrnn: {e}"), soft_wrap=True)
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         fail("interrupted")
         sys.exit(EXIT_SIGINT)
+    except (MemoryError, RuntimeError) as e:  # a failed allocation is one line; anything else is a bug
+        oom = out_of_memory(e)
+        if oom is None:
+            raise
+        fail(escape(str(oom)))
+        sys.exit(oom.exit_code)
     sys.exit(code if isinstance(code, int) else EXIT_OK)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 
 from rich.console import Console
@@ -25,10 +26,37 @@ def _clean(obj):
     return obj
 
 
-def emit_json(obj) -> None:
-    """One JSON object on one line of stdout, flushed (safe to pipe, one object per line)."""
-    sys.stdout.write(json.dumps(_clean(obj), separators=(",", ":")) + "\n")
-    sys.stdout.flush()
+_closed_stdout = None  # the sys.stdout whose reader went away (``revrnn train --json | head -1``)
+
+
+def emit_json(obj) -> bool:
+    """One JSON object on one line of stdout, flushed (safe to pipe, one object per line).
+
+    Returns False, writing nothing, once the reader of stdout has gone away: a closed pipe is
+    not an error of the command (the training loop then saves and stops, see
+    :mod:`revrnn_cli.training.metrics`). Descriptor 1 is then pointed at the null device, so that
+    the interpreter's last flush at exit does not fail a second time.
+    """
+    if _closed_stdout is not None and _closed_stdout is sys.stdout:
+        return False
+    try:
+        sys.stdout.write(json.dumps(_clean(obj), separators=(",", ":")) + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _stdout_went_away()
+        return False
+    return True
+
+
+def _stdout_went_away() -> None:
+    global _closed_stdout
+    _closed_stdout = sys.stdout
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # no real descriptor (a captured stream): nothing to flush at exit
+        pass
 
 
 def fail(message: str) -> None:

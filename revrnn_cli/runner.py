@@ -14,25 +14,29 @@ from __future__ import annotations
 
 import math
 import random
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
 
+from .console import emit_json
 from .engine import deterministic_settings
 from .errors import UserError
-from .spec import ExperimentSpec, load_spec
+from .spec import ExperimentSpec, load_spec, load_yaml
 from .tasks.lm import LMTask
 from .training import distributed
-from .training.checkpoint import check_compatible, check_world_size, config_hash, load_checkpoint
+from .training.checkpoint import RUN_KEYS, check_compatible, check_world_size, config_hash, load_checkpoint
 from .memory.accounting import all_ratios
-from .training.loop import Trainer
-from .training.metrics import MetricsLogger
-from .training.rundir import environment_record, make_run_dir, write_config, write_environment
+from .training.lock import ensure_free
+from .training.loop import Trainer, finished_reason
+from .training.metrics import MetricsLogger, truncate_metrics
+from .training.rundir import RunDirectory, ensure_writable, environment_record, write_config, write_environment
 
 
-# what a resumed run may change: how long it trains, where it writes, where the data lie
+# what a resumed run may change: how long it trains, where it writes, where the data lie and whether
+# their counts are checked
 RESUME_MAY_CHANGE = ("train.epochs", "train.max_steps", "train.log_interval", "train.checkpoint_every", "output",
-                     "data.data_dir", "data.download", "device")
+                     "data.data_dir", "data.download", "data.verify", "device")
 
 
 def pick_device(name: str) -> torch.device:
@@ -82,37 +86,96 @@ def resolve_checkpoint(path: Path, prefer: str = "last") -> Path:
 
 
 def train(spec_path: Path | None, overrides: list[str], *, resume: Path | None = None, data_dir: str | None = None,
-          run_dir: Path | None = None, json_stdout: bool = False, progress: bool | None = None) -> dict:
-    """Train from a spec (or resume a run); returns the final summary (also logged as ``end``)."""
-    payload = None
+          run_dir: Path | None = None, overwrite: bool = False, json_stdout: bool = False,
+          progress: bool | None = None) -> dict:
+    """Train from a spec (or resume a run); returns the final summary (also logged as ``end``).
+
+    The run directory is claimed (created or checked, and locked) before any work; a new run that
+    fails before its first step leaves no directory behind (:class:`RunDirectory`). A resumed run
+    continues in its own directory, from the spec in its ``config.yaml`` (edits there count, and
+    are refused like ``--set`` if they change the experiment); one that is already finished
+    trains nothing and changes nothing.
+    """
     dist = distributed.init()  # under torchrun: join the process group; otherwise rank 0 of 1
     if data_dir is not None:
         overrides = [*overrides, f"data.data_dir={data_dir}"]
+    payload = ckpt_path = None
     if resume is not None:
+        if overwrite:
+            raise UserError("--overwrite starts a new run in place of an old one; it cannot be combined with --resume")
+        dist.on_main(ensure_free, resume if Path(resume).is_dir() else Path(resume).parent)  # a run in progress?
         ckpt_path = dist.on_main(resolve_checkpoint, resume)  # rank 0 reads it, every rank gets it
-        payload = dist.on_main(load_checkpoint, ckpt_path)
+        if run_dir is not None and Path(run_dir).resolve() != ckpt_path.parent.resolve():
+            raise UserError(f"--run-dir {run_dir}: a resumed run continues in its own directory {ckpt_path.parent}; "
+                            f"drop --run-dir (or copy the run there and resume the copy)")
+        payload = dist.on_main(load_checkpoint, ckpt_path, RUN_KEYS)
         check_world_size(payload, dist.world_size, ckpt_path)
-        base = payload["config"]
-        spec, config = load_spec(spec_path, overrides) if spec_path is not None else load_spec(None, overrides, base=base)
-        check_compatible(payload, config, ckpt_path, ignore=RESUME_MAY_CHANGE)
-        out_dir = ckpt_path.parent
+        spec, config = _resume_spec(dist, spec_path, overrides, payload, ckpt_path)
+        done = finished_reason(spec.train, payload["loop"])
+        if done is not None:
+            return _nothing_to_train(ckpt_path, payload, done, json_stdout and dist.is_main)
+        claim = lambda: RunDirectory.existing(ckpt_path.parent)  # noqa: E731
     else:
         if spec_path is None:
             raise UserError("train: give a spec file (or --resume RUN_DIR)")
         spec, config = load_spec(spec_path, overrides)
-        out_dir = dist.on_main(lambda: Path(run_dir) if run_dir else make_run_dir(Path(spec.output.runs_dir),
-                                                                                  spec.output.name or spec.name))
-        if dist.is_main:  # only rank 0 writes
-            out_dir.mkdir(parents=True, exist_ok=True)
-            write_config(out_dir, config)
+        claim = lambda: RunDirectory.new(spec.output.runs_dir, spec.output.name or spec.name,  # noqa: E731
+                                         explicit=run_dir, overwrite=overwrite)
+    held: dict = {}
+
+    def claimed() -> Path:
+        held["run"] = claim()  # only rank 0 writes, so only rank 0 holds the directory
+        return held["run"].path
+
+    out_dir = dist.on_main(claimed)
+    with held.get("run") or nullcontext() as run:
+        return _train_in(out_dir, run, spec, config, payload, ckpt_path, dist, json_stdout, progress)
+
+
+def _resume_spec(dist, spec_path, overrides, payload, ckpt_path) -> tuple[ExperimentSpec, dict]:
+    """The spec a resumed run follows: a spec file if given, else the run's ``config.yaml`` (read
+    on rank 0: only the first node needs the run directory), else the checkpoint's own; with the
+    overrides, and compatible with the checkpoint (:data:`RESUME_MAY_CHANGE`)."""
+    if spec_path is not None:
+        spec, config = load_spec(spec_path, overrides)
+        here = f"in {spec_path}"
+    else:
+        saved = ckpt_path.parent / "config.yaml"
+        base = dist.on_main(lambda: load_yaml(saved) if saved.is_file() else None)
+        where = str(saved) if base is not None else str(ckpt_path)
+        spec, config = load_spec(None, overrides, base=base if base is not None else payload["config"], where=where)
+        here = "here" if base is None else (f"in {saved}" + (" with --set" if overrides else ""))
+    check_compatible(payload, config, ckpt_path, ignore=RESUME_MAY_CHANGE, source=here)
+    return spec, config
+
+
+def _nothing_to_train(ckpt_path: Path, payload: dict, reason: str, json_stdout: bool) -> dict:
+    """A finished run asked to resume: no step, no write; say why and how to go on."""
+    loop = payload["loop"]
+    summary = {"event": "end", "stopped": "already_finished", "epochs": loop["epoch"], "steps": loop["step"],
+               "run_dir": str(ckpt_path.parent),
+               "message": f"nothing to train: {ckpt_path.parent} is finished, {reason}; to train on, raise "
+                          f"train.epochs or train.max_steps (or lower train.min_lr) with --set"}
+    if json_stdout:
+        emit_json(summary)
+    return summary
+
+
+def _train_in(out_dir: Path, run: RunDirectory | None, spec, config, payload, ckpt_path, dist, json_stdout,
+              progress) -> dict:
+    """Build everything, then train in the claimed ``out_dir`` (``run`` is None on ranks other than 0)."""
     device = pick_device(spec.device)
     deterministic_settings()
     seed_everything(spec.seed)
-    if payload is None and dist.is_main:
-        write_environment(out_dir, {**environment_record(spec.seed, str(device)), "world_size": dist.world_size})
     task = build_task(spec, device)
     if dist.distributed:
         seed_everything(distributed.rank_seed(spec.seed, dist.rank))  # each rank its own dropout masks
+    if dist.is_main:  # only rank 0 writes, and only now that the data and the model are there
+        write_config(out_dir, config)  # a resumed run's too: it may change train.epochs and the like
+        if payload is None:
+            write_environment(out_dir, {**environment_record(spec.seed, str(device)), "world_size": dist.world_size})
+        else:
+            truncate_metrics(out_dir / "metrics.jsonl", payload["loop"].get("metrics_bytes"))
     with MetricsLogger(out_dir / "metrics.jsonl" if dist.is_main else None, json_stdout and dist.is_main) as log:
         trainer = Trainer(spec.train, task, out_dir, config, log, progress)
         if payload is not None:
@@ -122,7 +185,11 @@ def train(spec_path: Path | None, overrides: list[str], *, resume: Path | None =
         else:
             log.log({"event": "start", "run_dir": str(out_dir), "name": spec.name, "device": str(device),
                      "config_hash": config_hash(config), "parameters": sum(p.numel() for p in task.model.parameters())})
-        summary = trainer.fit()
+        try:
+            summary = trainer.fit()
+        finally:
+            if run is not None:
+                run.trained = run.trained or trainer.state.step > trainer.first_step
         final = task.evaluate("valid", spec.train.eval_batches)
         summary.update({"valid_loss": final["loss"], "valid_ppl": final["ppl"]})
         if "accuracy" in final:
@@ -138,9 +205,13 @@ def evaluate(target: Path, split: str = "valid", *, data_dir: str | None = None,
     also BLEU of beam-search (``beam``, default the spec's; 1 = greedy) translations, which are
     written to ``<run>/translations/``."""
     ckpt_path = resolve_checkpoint(target, prefer=which)
-    payload = load_checkpoint(ckpt_path)
+    payload = load_checkpoint(ckpt_path, RUN_KEYS)
     overrides = [f"data.data_dir={data_dir}"] if data_dir else []
-    spec, config = load_spec(None, overrides, base=payload["config"])
+    spec, config = load_spec(None, overrides, base=payload["config"], where=str(ckpt_path))
+    if spec.task == "translation":  # translations are written next to the checkpoint: check before decoding
+        out = ckpt_path.parent / "translations"
+        ensure_writable(out if out.is_dir() else ckpt_path.parent, "directory",
+                        ": evaluate writes the translations there")
     device = pick_device(spec.device)
     deterministic_settings()
     seed_everything(spec.seed)

@@ -13,6 +13,7 @@ Errors are one line naming the file, the key and what is allowed:
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Literal
 
@@ -27,19 +28,66 @@ from .models.nmt import NMTConfig
 from .models.search import DecodeConfig
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """``safe_load`` that refuses a key given twice in one mapping.
+
+    Plain YAML keeps the last value silently, so ``lr: 20`` ... ``lr: 2`` trains with 2 while the
+    reader of the file sees 20.
+    """
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.get(key)
+                except TypeError:  # an unhashable key: the base class reports it
+                    continue
+                if first is not None:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key!r} (first given on line {first})", key_node.start_mark)
+                seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep)
+
+
+def parse_yaml(text: str, where: str):
+    """Parse YAML text with :class:`_StrictLoader`; errors are one line naming ``where`` and the line."""
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise SpecError(f"{where}{at}: invalid YAML: {problem}") from None
+
+
 def load_yaml(path: Path | str):
-    """Parse a YAML file with ``safe_load`` (no arbitrary objects); errors name the file and line."""
+    """Parse a YAML file with ``safe_load`` rules (no arbitrary objects, no duplicate keys).
+
+    Every problem is one line naming the file: missing, unreadable, not UTF-8, invalid YAML (with
+    the line), or empty. An empty file is an error rather than "all defaults": the defaults are a
+    full-size experiment, which is never what an empty file meant.
+    """
     path = Path(path)
+    if path.is_dir():
+        raise SpecError(f"{path}: is a directory, not a spec file")
     if not path.is_file():
         raise SpecError(f"{path}: no such spec file")
     try:
-        with path.open(encoding="utf-8") as f:
-            return yaml.safe_load(f) or {}
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise SpecError(f"{path}{where}: invalid YAML: {problem}") from None
+        data = path.read_bytes()
+    except OSError as e:
+        raise SpecError(f"{path}: cannot read: {e.strerror or e}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise SpecError(f"{path}: not a UTF-8 text file (byte {e.start:,} is 0x{data[e.start]:02x}); "
+                        f"a spec is YAML text") from None
+    raw = parse_yaml(text, str(path))
+    if raw is None:
+        raise SpecError(f"{path}: the file is empty (or holds only comments); a spec is a YAML mapping of "
+                        f"settings, as in experiments/quickstart.yaml")
+    return raw
 
 
 def validation_message(exc, prefix: str, flags: dict[str, str] | None = None, model: type | None = None) -> str:
@@ -87,12 +135,17 @@ def apply_overrides(raw: dict, overrides: list[str], source: str = "--set") -> d
         if "=" not in item:
             raise SpecError(f"{source} {item!r}: expected KEY=VALUE, e.g. train.epochs=3")
         key, value = item.split("=", 1)
-        parts = [p for p in key.strip().split(".") if p]
-        if not parts:
+        parts = key.strip().split(".")
+        if not key.strip():
             raise SpecError(f"{source} {item!r}: empty key")
+        if not all(p.strip() for p in parts):
+            raise SpecError(f"{source} {item!r}: {key.strip()!r} has an empty part; keys are like train.lr")
+        parts = [p.strip() for p in parts]
         try:
-            parsed = yaml.safe_load(value) if value.strip() else None
-        except yaml.YAMLError:
+            parsed = parse_yaml(value, f"{source} {item!r}") if value.strip() else None
+        except SpecError as e:
+            if "duplicate key" in str(e):
+                raise
             parsed = value
         node = out
         for p in parts[:-1]:
@@ -198,24 +251,46 @@ def spec_class(raw: dict, where: str) -> type[ExperimentSpec]:
     return TranslationSpec if task == "translation" else ExperimentSpec
 
 
-def load_spec(path: Path | str | None, overrides: list[str] = (), base: dict | None = None) -> tuple[ExperimentSpec, dict]:
-    """Load, override and validate a spec; returns the typed spec and its plain, merged dict."""
-    where = str(path) if path is not None else "spec"
+def load_spec(path: Path | str | None, overrides: list[str] = (), base: dict | None = None,
+              where: str | None = None) -> tuple[ExperimentSpec, dict]:
+    """Load, override and validate a spec; returns the typed spec and its plain, merged dict.
+
+    ``base`` is a spec already read (``path`` None); ``where`` names it in errors.
+    """
+    where = str(path) if path is not None else (where or "spec")
     raw = load_yaml(path) if path is not None else (base or {})
     if not isinstance(raw, dict):
         raise SpecError(f"{where}: expected a mapping at the top level")
     merged = apply_overrides(raw, list(overrides))
+    _reject_non_finite(merged, where)  # before validation too: "must be finite" says more than "must be > 0"
     cls = spec_class(merged, where)
     try:
         spec = cls.model_validate(merged)
     except ValidationError as e:
         raise SpecError(validation_message(e, where, model=cls)) from None
+    _reject_non_finite(spec.model_dump(), where)  # after validation: "1e400" became a float there
     return spec, spec.model_dump(mode="json")
+
+
+def _reject_non_finite(node, where: str, key: str = "") -> None:
+    """No value of a spec may be NaN or infinite (``.inf``, ``.nan`` in YAML).
+
+    They pass ``gt=0``-style bounds (infinity is greater than 0) and would only show up later as
+    a diverged run far from the cause; no setting of an experiment means infinity.
+    """
+    if isinstance(node, dict):
+        for k, v in node.items():
+            _reject_non_finite(v, where, f"{key}.{k}" if key else str(k))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            _reject_non_finite(v, where, f"{key}[{i}]")
+    elif isinstance(node, float) and not math.isfinite(node):
+        raise SpecError(f"{where}: {key or '(top level)'}: must be a finite number, got {node!r}")
 
 
 def dump_spec(spec: ExperimentSpec) -> str:
     return yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)
 
 
-__all__ = ["ExperimentSpec", "OutputConfig", "TrainConfig", "TranslationSpec", "spec_class", "apply_overrides", "dump_spec", "load_spec", "load_yaml",
-           "validation_message"]
+__all__ = ["ExperimentSpec", "OutputConfig", "TrainConfig", "TranslationSpec", "spec_class", "apply_overrides", "dump_spec",
+           "load_spec", "load_yaml", "parse_yaml", "validation_message"]

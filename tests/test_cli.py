@@ -26,7 +26,7 @@ TINY_CFG = dict(steps=50, hidden=8, input_size=4, batch=2, layers=2)
 
 
 def _env() -> dict:
-    env = dict(os.environ)  # carries REVRNN_DATA_DIR (set by tests/conftest.py)
+    env = dict(os.environ)  # carries the hub's offline switches (tests/conftest.py)
     for k in ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE", "COLUMNS"):
         env.pop(k, None)
     return env

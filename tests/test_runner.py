@@ -58,7 +58,7 @@ def write_spec(directory: Path, spec: dict, name: str = "spec.yaml", **sections)
 
 
 def _env() -> dict:
-    env = dict(os.environ)  # carries REVRNN_DATA_DIR (set by tests/conftest.py)
+    env = dict(os.environ)  # carries the hub's offline switches (tests/conftest.py)
     for k in ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE", "COLUMNS"):
         env.pop(k, None)
     return env
@@ -389,9 +389,9 @@ def test_resume_is_exact_synthetic(tmp_path):
     assert all("accuracy" in r for r in a if r["event"] == "train")
 
 
-def test_resume_is_exact_ptb_stream(tmp_path):
+def test_resume_is_exact_ptb_stream(tmp_path, tiny_data):
     # carried hidden state, random BPTT lengths, every dropout on; stops mid-epoch in both epochs
-    a = _resume_equality(tmp_path, PTB, stops=(3, 7))
+    a = _resume_equality(tmp_path, {**PTB, "data": {**PTB["data"], **tiny_data}}, stops=(3, 7))
     steps = [r["step"] for r in a if r["event"] == "train"]
     assert steps == list(range(1, PTB["train"]["epochs"] * PTB["train"]["steps_per_epoch"] + 1))
 

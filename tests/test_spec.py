@@ -321,6 +321,48 @@ def test_missing_spec_file_exit_2(tmp_path, capsys):
     assert "nope.yaml" in err
 
 
-def test_empty_spec_is_all_defaults(tmp_path):
-    _, config = load_spec(write(tmp_path, ""))
+@pytest.mark.parametrize("text", ["", "\n\n", "# only a comment\n"])
+def test_empty_spec_is_an_error_not_the_default_experiment(tmp_path, text):
+    path = write(tmp_path, text)
+    with pytest.raises(SpecError) as e:
+        load_spec(path)
+    assert str(path) in str(e.value) and "empty" in str(e.value)
+    _, config = load_spec(write(tmp_path, "{}\n"))  # an explicit empty mapping still means the defaults
     assert config == ExperimentSpec().model_dump(mode="json")
+
+
+def test_duplicate_keys_are_refused_naming_key_and_lines(tmp_path):
+    path = write(tmp_path, "name: a\ntrain:\n  lr: 20\n  epochs: 2\n  lr: 2\n")
+    with pytest.raises(SpecError) as e:
+        load_spec(path)
+    assert f"{path}:5:" in str(e.value) and "duplicate key 'lr'" in str(e.value) and "line 3" in str(e.value)
+    with pytest.raises(SpecError, match="duplicate key 'a'"):
+        apply_overrides({}, ["model={a: 1, a: 2}"])
+    assert load_spec(write(tmp_path, "name: a\ntrain: {lr: 2}\nmodel: {layers: 2}\n"))[0].train.lr == 2  # same key, other maps
+
+
+def test_a_spec_that_is_not_utf8_is_one_line(tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("name: caf\u00e9\n".encode("latin-1"))
+    with pytest.raises(SpecError) as e:
+        load_spec(path)
+    assert str(path) in str(e.value) and "UTF-8" in str(e.value) and "\n" not in str(e.value)
+    with pytest.raises(SpecError, match="is a directory"):
+        load_spec(tmp_path)
+
+
+@pytest.mark.parametrize("value", [".inf", "-.inf", ".nan", ".NaN", "1e400"])
+@pytest.mark.parametrize("key", ["train.lr", "train.clip", "train.lr_decay", "model.dropout"])
+def test_non_finite_numbers_are_refused_at_validation(tmp_path, key, value):
+    with pytest.raises(SpecError) as e:
+        load_spec(write(tmp_path, BASE), [f"{key}={value}"])
+    msg = str(e.value)
+    assert f"{key}: " in msg and "\n" not in msg
+    if key != "model.dropout":  # (bounded above: "1e400" there may be refused as "less than 1" first)
+        assert f"{key}: must be a finite number" in msg
+
+
+@pytest.mark.parametrize("item", ["train..lr=1", ".lr=1", "train.=1", "train. .lr=1"])
+def test_override_keys_with_empty_parts_are_refused(item):
+    with pytest.raises(SpecError, match="empty part"):
+        apply_overrides(BASE, [item])

@@ -18,6 +18,8 @@ class DataConfig(BaseModel):
     ``dataset``: ``ptb`` / ``wikitext2`` (word-level corpora, read from ``data_dir``, else
     ``REVRNN_DATA_DIR``, else ``./data``; fetched with ``datasets`` when absent and online) or
     ``repeat`` / ``remember`` (the paper's toy tasks, generated from the seed; no files).
+    ``verify: false`` reads a corpus whose token counts or sha256 differ from the published ones
+    (an edited or home-made copy) instead of refusing it.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -25,6 +27,7 @@ class DataConfig(BaseModel):
     dataset: Literal["ptb", "wikitext2", "repeat", "remember"] = "ptb"
     data_dir: str | None = None
     download: bool = True
+    verify: bool = True
     vocab_size: int = Field(10, ge=2)
     seq_len: int = Field(20, ge=2)
     n_train: int = Field(2000, ge=1)
@@ -53,7 +56,8 @@ class TranslationDataConfig(BaseModel):
     else ``REVRNN_DATA_DIR`` else ``./data``; fetched from the hub dataset ``bentrevett/multi30k`` when
     absent, online and ``download``). The defaults are the paper's preprocessing.
     ``n_train`` / ``n_valid`` / ``n_test`` keep the first N sentence pairs of a split (train: before
-    the length filter), for small CPU runs and tests; ``None`` keeps all.
+    the length filter), for small CPU runs and tests; ``None`` keeps all. ``verify: false`` accepts
+    files whose line counts differ from the published ones (both sides must still be parallel).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -61,6 +65,7 @@ class TranslationDataConfig(BaseModel):
     dataset: Literal["multi30k"] = "multi30k"
     data_dir: str | None = None
     download: bool = True
+    verify: bool = True
     # Translation direction; the paper's Multi30K experiments are en→de (digest §7.2).
     src_lang: Literal["en", "de"] = "en"
     tgt_lang: Literal["en", "de"] = "de"

@@ -250,7 +250,7 @@ def _check_digest(spec: LMCorpusSpec, split: str, path: Path, digest: str | None
         raise DataError(
             f"{path}: {spec.title} {split} file differs from the published one although its token count "
             f"matches (sha256 {digest}, expected {spec.sha256[split]}){_repair_hint(download)}, "
-            f"or turn verification off to use it as is",
+            f"or set data.verify: false in the spec (--set data.verify=false) to use it as is",
             path=path,
         )
 

@@ -205,8 +205,11 @@ def _repair_hint(download: bool) -> str:
     return "; replace it with the original file"
 
 
-def _read_file(path: Path, split: str, *, download: bool) -> tuple[list[str], str]:
-    """Read one file; check UTF-8, line count and that no line is empty. Returns ``(lines, sha256)``."""
+def _read_file(path: Path, split: str, *, download: bool, verify: bool = True) -> tuple[list[str], str]:
+    """Read one file; check UTF-8, no empty line and (``verify``) the published line count.
+
+    Returns ``(lines, sha256)``.
+    """
     try:
         raw = path.read_bytes()
     except OSError as exc:
@@ -224,7 +227,7 @@ def _read_file(path: Path, split: str, *, download: bool) -> tuple[list[str], st
     if lines and lines[-1] == "":
         lines.pop()
     expected = MULTI30K_LINES[split]
-    if len(lines) != expected:
+    if verify and len(lines) != expected:
         kind = "truncated" if len(lines) < expected else "corrupt"
         raise DataError(
             f"{path}: {kind} {_TITLE} {split} file: expected {expected:,} lines (one sentence each), "
@@ -272,13 +275,15 @@ def read_multi30k(
     download: bool = True,
     langs: Sequence[str] = MULTI30K_LANGS,
     splits: Sequence[str] = SPLITS,
+    verify: bool = True,
 ) -> RawMulti30k:
     """Read (fetching first if missing and allowed) and verify the raw Multi30k files.
 
-    Every requested file must have the published line count and no empty
-    line; a problem is a one-line :class:`DataError`. Whether the bytes equal
-    the paper's copy is reported in :attr:`RawMulti30k.paper_bytes`, not
-    enforced (a hub copy may differ in bytes).
+    Every requested file must have no empty line and, with ``verify``, the
+    published line count; the two sides of a split must have as many lines
+    as each other. A problem is a one-line :class:`DataError`. Whether the
+    bytes equal the paper's copy is reported in :attr:`RawMulti30k.paper_bytes`,
+    not enforced (a hub copy may differ in bytes).
     """
     for lang in langs:
         if lang not in MULTI30K_LANGS:
@@ -294,7 +299,12 @@ def read_multi30k(
         lines, digests = {}, {}
         for lang in langs:
             name = multi30k_file(split, lang)
-            lines[lang], digests[lang] = _read_file(corpus_dir / name, split, download=download)
+            lines[lang], digests[lang] = _read_file(corpus_dir / name, split, download=download, verify=verify)
             paper[name] = digests[lang] == MULTI30K_SHA256[name]
+        counts = {lang: len(lines[lang]) for lang in langs}
+        if len(set(counts.values())) > 1:
+            names = " and ".join(f"{multi30k_file(split, lang)} ({n:,} lines)" for lang, n in counts.items())
+            raise DataError(f"{corpus_dir}: {names} are not parallel: a {split} file must have one line per "
+                            f"sentence pair on each side", path=corpus_dir)
         out[split] = RawSplit(lines=MappingProxyType(lines), sha256=MappingProxyType(digests))
     return RawMulti30k(corpus_dir=corpus_dir, splits=MappingProxyType(out), paper_bytes=MappingProxyType(paper))

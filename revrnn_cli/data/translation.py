@@ -201,7 +201,7 @@ def load_parallel_corpus(cfg: TranslationDataConfig, *, cache_dir: str | os.Path
         raise DataError(f"unknown translation corpus {cfg.dataset!r}: choose multi30k")
     cache_root = None if cache_dir is False else resolve_cache_dir(None if cache_dir is True else cache_dir)
     src_lang, tgt_lang = cfg.src_lang, cfg.tgt_lang
-    raw = _m30k.read_multi30k(cfg.data_dir, download=cfg.download, langs=(src_lang, tgt_lang))
+    raw = _m30k.read_multi30k(cfg.data_dir, download=cfg.download, langs=(src_lang, tgt_lang), verify=cfg.verify)
     limits = {"train": cfg.n_train, "valid": cfg.n_valid, "test": cfg.n_test}
 
     toks: dict[str, dict[str, list[list[str]]]] = {}

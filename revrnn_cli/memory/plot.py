@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from ..errors import UserError
 
 
-def plot_rows(rows: list[dict], path: Path, key: str = "saved_bytes") -> Path:
+def check_plot_target(path: Path) -> None:
+    """Fail now, in one line, if ``--plot`` could not be honoured after the profile: no matplotlib,
+    or a file that cannot be written (a profile can take many minutes)."""
+    _pyplot()
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"--plot {path}: is a directory; give a file name such as mem.png")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise UserError(f"--plot {path}: cannot write there ({parent} is not a writable directory)")
+
+
+def _pyplot():
     try:
         import matplotlib
 
@@ -15,6 +28,11 @@ def plot_rows(rows: list[dict], path: Path, key: str = "saved_bytes") -> Path:
         import matplotlib.pyplot as plt
     except ImportError:
         raise UserError("--plot needs matplotlib: pip install 'revrnn[plot]' (or pip install matplotlib)") from None
+    return plt
+
+
+def plot_rows(rows: list[dict], path: Path, key: str = "saved_bytes") -> Path:
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4.2), dpi=120)
     for mode in dict.fromkeys(r["mode"] for r in rows):
         pts = sorted((r["seq_len"], r[key]) for r in rows if r["mode"] == mode and r.get(key) is not None)

@@ -61,7 +61,7 @@ class LMTask:
                                 f"{dist.world_size} processes: change data.n_train or train.batch_size")
             vocab = num_input_tokens(data.vocab_size)
         else:
-            corpus = load_lm_corpus(data.dataset, data.data_dir, download=data.download)
+            corpus = load_lm_corpus(data.dataset, data.data_dir, download=data.download, verify=data.verify)
             self.streams = {"train": self._columns(batchify(corpus.train, train.batch_size)),
                             "valid": self._columns(batchify(corpus.valid, train.eval_batch_size)),
                             "test": self._columns(batchify(corpus.test, train.test_batch_size))}

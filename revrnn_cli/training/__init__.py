@@ -6,7 +6,9 @@ Each module solves one problem of long runs that get interrupted:
   saving and restoring every RNG so a resumed run continues the same random sequence.
 * :mod:`.signals` - Ctrl-C / SIGTERM finish the current step and save instead of losing work.
 * :mod:`.metrics` - crash-proof JSON-lines metrics, optionally mirrored to stdout for ``--json``.
-* :mod:`.rundir` - a fresh directory per run with the config and environment that produced it.
+* :mod:`.rundir` - a fresh directory per run with the config and environment that produced it;
+  never overwritten unless asked, and removed again when a run fails before its first step.
+* :mod:`.lock` - one training process per run directory, a lock that dies with its process.
 * :mod:`.progress` - a cheap progress bar shown only on terminals.
 * :mod:`.distributed` - multi-process training (DistributedDataParallel) under torchrun; the
   contract a task follows to take part in it.

@@ -25,20 +25,21 @@ import json
 import os
 import random
 import tempfile
+import zipfile
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
 import torch
 
-from ..errors import EXIT_USAGE, UserError
+from ..errors import EXIT_USAGE, UserError, write_failed
 
 try:  # numpy is a dependency, but the RNG helpers must not break if it is absent
     import numpy as _np
 except ImportError:  # pragma: no cover - numpy is installed in every supported environment
     _np = None
 
-__all__ = ["atomic_write", "save_checkpoint", "load_checkpoint", "config_hash", "check_compatible",
+__all__ = ["RUN_KEYS", "atomic_write", "save_checkpoint", "load_checkpoint", "config_hash", "check_compatible",
            "rng_state", "set_rng_state", "check_world_size"]
 
 _DEFAULT_IGNORE = ("train.epochs", "train.max_steps", "output")
@@ -61,10 +62,15 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> None:
 
     Readers see either the old file or the complete new one, never a partial one; on any
     exception (including KeyboardInterrupt) the temporary file is removed and the error re-raised.
+    A failed write (a full disk, a read-only directory) is one line naming ``path`` and saying
+    that the previous version, if any, is unchanged (:func:`~revrnn_cli.errors.write_failed`).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False)
+    except OSError as e:
+        raise write_failed(path, e) from None
     try:
         with tmp:
             write(tmp)
@@ -72,11 +78,14 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> None:
             os.fsync(tmp.fileno())
         os.chmod(tmp.name, _file_mode())
         os.replace(tmp.name, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp.name)
         except OSError:
             pass
+        if isinstance(e, OSError):
+            kept = f" (the previous {path.name} is unchanged)" if path.exists() else ""
+            raise write_failed(path, e, note=kept) from None
         raise
     _fsync_dir(path.parent)
 
@@ -100,27 +109,76 @@ def save_checkpoint(path: Path, payload: dict) -> None:
     atomic_write(Path(path), lambda f: torch.save(payload, f))
 
 
-def load_checkpoint(path: Path) -> dict:
+#: What every checkpoint of ``revrnn train`` holds (:func:`load_checkpoint`'s ``require``).
+RUN_KEYS = ("config", "model", "loop")
+
+
+def load_checkpoint(path: Path, require: tuple[str, ...] = ()) -> dict:
     """Read a checkpoint on the CPU with the restricted (``weights_only``) unpickler.
 
-    Every failure is a :class:`UserError` naming the file (exit code 2), never a traceback.
+    Every failure is a :class:`UserError` naming the file (exit code 2), never a traceback: what
+    the file is instead (truncated, not a checkpoint at all, lacking the ``require``-d keys), and,
+    when the run's other checkpoint (``last.pt`` / ``best.pt``) reads fine, that it can be used
+    instead.
     """
     path = Path(path)
     if not path.exists():
         raise UserError(f"{path}: no such checkpoint", exit_code=EXIT_USAGE)
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # corrupt, truncated, a directory, not a pickle, forbidden objects...
-        if "weights_only" in str(e) or "Weights only load failed" in str(e):
-            reason = "it contains Python objects other than tensors and plain containers, " \
-                     "so it was not written by revrnn (refusing to unpickle it)"
-        else:
-            reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'unreadable'}"
-        raise UserError(f"{path}: cannot read checkpoint: {reason}", exit_code=EXIT_USAGE) from None
-    if not isinstance(payload, dict):
-        raise UserError(f"{path}: not a revrnn checkpoint (holds a {type(payload).__name__}, not a dict)",
-                        exit_code=EXIT_USAGE)
+        payload = _read(path, require)
+    except _Unreadable as e:
+        raise UserError(f"{path}: {e}{_alternative(path)}", exit_code=EXIT_USAGE) from None
     return payload
+
+
+class _Unreadable(Exception):
+    """Why a file is not a readable checkpoint (one line)."""
+
+
+_ZIP_MAGIC = b"PK\x03\x04"  # torch.save writes a zip archive
+
+
+def _read(path: Path, require: tuple[str, ...] = ()) -> dict:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError as e:
+        raise _Unreadable(f"cannot read checkpoint: {e.strerror or e}") from None
+    if path.is_dir():
+        raise _Unreadable("is a directory, not a checkpoint file")
+    if head != _ZIP_MAGIC:
+        what = "an empty file" if not head else "not a PyTorch archive"
+        raise _Unreadable(f"not a revrnn checkpoint ({what}; checkpoints are the last.pt and best.pt of a run "
+                          f"directory)")
+    if not zipfile.is_zipfile(path):
+        raise _Unreadable("truncated or damaged checkpoint (the archive ends early: was the disk full, or the "
+                          "copy interrupted?)")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # damaged inside, forbidden objects...
+        if "weights_only" in str(e) or "Weights only load failed" in str(e):
+            raise _Unreadable("it contains Python objects other than tensors and plain containers, so it was not "
+                              "written by revrnn (refusing to unpickle it)") from None
+        detail = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise _Unreadable(f"damaged checkpoint ({type(e).__name__}: {detail})") from None
+    if not isinstance(payload, dict) or any(k not in payload for k in require):
+        kind = f"a {type(payload).__name__}" if not isinstance(payload, dict) else f"no {', '.join(require)}"
+        raise _Unreadable(f"not a revrnn checkpoint (a PyTorch file with {kind}; checkpoints are the last.pt and "
+                          f"best.pt of a run directory)")
+    return payload
+
+
+def _alternative(path: Path) -> str:
+    """``; <run>/best.pt is intact: use it instead`` when the run's other checkpoint reads fine."""
+    other = {"last.pt": "best.pt", "best.pt": "last.pt"}.get(path.name)
+    if other is None or not (path.parent / other).is_file():
+        return ""
+    try:
+        _read(path.parent / other, RUN_KEYS)
+    except _Unreadable:
+        return ""
+    return (f"; {path.parent / other} is intact: pass it instead (revrnn train --resume {path.parent / other}, "
+            f"revrnn evaluate {path.parent / other})")
 
 
 def config_hash(config: dict) -> str:
@@ -151,12 +209,13 @@ def _show(value: Any) -> str:
 
 
 def check_compatible(ckpt: dict, config: dict, path: Path,
-                     ignore: tuple[str, ...] = _DEFAULT_IGNORE) -> None:
+                     ignore: tuple[str, ...] = _DEFAULT_IGNORE, source: str = "here") -> None:
     """Refuse to resume from a checkpoint written by a different spec.
 
     Keys in ``ignore`` (dotted; a prefix covers its whole subtree) may legitimately change between
     a run and its resumption, e.g. training for more epochs. Raises :class:`UserError` (exit 2)
-    naming the first differing key, in the order of the current config.
+    naming the first differing key, in the order of the current config; ``source`` names where
+    ``config`` came from (``in runs/x/config.yaml``).
     """
     if not isinstance(ckpt.get("config"), Mapping):
         raise UserError(f"{path}: checkpoint has no config, so it was not written by `revrnn train`",
@@ -167,7 +226,7 @@ def check_compatible(ckpt: dict, config: dict, path: Path,
         a, b = there.get(key, _MISSING), here.get(key, _MISSING)
         if a != b or isinstance(a, bool) != isinstance(b, bool):  # True == 1 in python, not in a spec
             raise UserError(f"{path} was written by a different spec: {key} is {_show(a)} there, "
-                            f"{_show(b)} here", exit_code=EXIT_USAGE)
+                            f"{_show(b)} {source}", exit_code=EXIT_USAGE)
 
 
 def check_world_size(ckpt: dict, world_size: int, path: Path | str) -> None:

@@ -7,6 +7,11 @@ holding everything needed for an exact resume (model, optimizer, schedule, RNG s
 position and the task's carried state, the logging accumulators), and graceful SIGINT/SIGTERM.
 
 Resuming continues the run so that its metrics are identical to those of an uninterrupted run.
+A run that already reached its end (``train.max_steps``, ``train.epochs``, ``train.min_lr``)
+trains nothing more (:func:`finished_reason`). Every way of stopping early leaves a checkpoint to
+resume from: a signal or a closed stdout (``--json | head``) stops at the next step boundary; a
+second signal abandons the current step and saves the state from before it, which the loop keeps
+for that purpose (the RNG and task states are all a step changes before its parameter update).
 
 Under torchrun (:mod:`.distributed`) the same loop runs on every rank, each on its part of every
 batch (the task shards it). Per step, one all-reduce adds the ranks' token counts, losses, correct
@@ -33,7 +38,7 @@ import torch
 
 from ..console import err
 from ..engine.fixed_point import STATE_BOUND, STATE_WARN
-from ..errors import EXIT_NONFINITE, UserError
+from ..errors import EXIT_NONFINITE, EXIT_SIGINT, EXIT_SIGPIPE, UserError
 from ..memory.accounting import SIDES, all_ratios, memory_ratios
 from . import distributed
 from .checkpoint import (
@@ -75,9 +80,26 @@ class NonFiniteError(UserError):
 
 
 class Interrupted(Exception):
-    def __init__(self, exit_code: int, checkpoint: Path):
-        super().__init__(f"interrupted; saved {checkpoint}")
+    """The run stopped early on request; ``str()`` says why, after which step, and what was saved."""
+
+    def __init__(self, exit_code: int, checkpoint: Path | None, message: str | None = None):
+        super().__init__(message or f"interrupted; saved {checkpoint}")
         self.exit_code, self.checkpoint = exit_code, checkpoint
+
+
+def finished_reason(cfg: TrainConfig, loop: dict) -> str | None:
+    """Why a run whose loop state is ``loop`` has nothing left to train under ``cfg``; None if it has.
+
+    The same conditions end :meth:`Trainer.fit`; checked before a resume does anything, so that
+    resuming a finished run trains no extra step and rewrites nothing.
+    """
+    if loop.get("finished"):
+        return f"its learning rate fell below train.min_lr={cfg.min_lr} (step {loop['step']})"
+    if cfg.max_steps and loop["step"] >= cfg.max_steps:
+        return f"it reached train.max_steps={cfg.max_steps} (step {loop['step']})"
+    if loop["epoch"] >= cfg.epochs:
+        return f"it trained all train.epochs={cfg.epochs} epochs (step {loop['step']})"
+    return None
 
 
 @dataclass
@@ -111,12 +133,18 @@ class Trainer:
         self.opt = torch.optim.SGD(self.params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
         self.state = LoopState(lr=cfg.lr, acc=_interval_zero())
         self._warned = False
+        self.first_step = 0  # the step this process started from (a resumed run's checkpoint step)
+        self._before_step: dict | None = None  # task and RNG states at the last step boundary
 
     # ---- checkpoints ----------------------------------------------------------------------------
-    def checkpoint_payload(self) -> dict | None:
-        """What a checkpoint holds; a collective under torchrun (None on ranks other than 0)."""
+    def checkpoint_payload(self, mine: dict | None = None) -> dict | None:
+        """What a checkpoint holds; a collective under torchrun (None on ranks other than 0).
+
+        ``mine``: this rank's task and RNG states to save instead of the current ones (those of
+        the last step boundary, when a step is abandoned).
+        """
         s, d = self.state, self.dist
-        mine = {"task": self.task.state_dict(), "rng": rng_state()}
+        mine = mine or {"task": self.task.state_dict(), "rng": rng_state()}
         ranks = d.gather_object(_to_cpu(mine)) if d.distributed else [mine]
         if not d.is_main:
             return None
@@ -127,7 +155,7 @@ class Trainer:
             "optimizer": self.opt.state_dict(),
             "loop": {"epoch": s.epoch, "position": s.position, "step": s.step, "lr": s.lr, "best_val": s.best_val,
                      "val_history": list(s.val_history), "acc": dict(s.acc), "finished": s.finished,
-                     "max_state": s.max_state},
+                     "max_state": s.max_state, "metrics_bytes": self.log.size},
             "task": ranks[0]["task"],
             "rng": ranks[0]["rng"],
             "world_size": d.world_size,
@@ -136,10 +164,10 @@ class Trainer:
             payload["ranks"] = ranks  # rank r's {"task", "rng"}
         return payload
 
-    def save(self, name: str) -> Path:
+    def save(self, name: str, mine: dict | None = None) -> Path:
         """Write ``name.pt`` (rank 0); every rank returns once it is on disk."""
         path = self.run_dir / f"{name}.pt"
-        payload = self.checkpoint_payload()
+        payload = self.checkpoint_payload(mine)
         if payload is not None:
             save_checkpoint(path, payload)
         self.dist.barrier()  # no rank may exit (and make torchrun stop rank 0) before the file is complete
@@ -157,28 +185,71 @@ class Trainer:
         mine = payload["ranks"][d.rank] if d.distributed else payload
         self.task.load_state_dict(mine["task"])
         set_rng_state(mine["rng"])
+        self.first_step = self.state.step
 
     # ---- the loop -------------------------------------------------------------------------------
     def fit(self) -> dict:
         cfg, s = self.cfg, self.state
         with GracefulStop(announce=self.dist.is_main) as stop:
-            while s.epoch < cfg.epochs and not s.finished:
-                size = self.task.epoch_size()
-                if cfg.steps_per_epoch:
-                    size = min(size or cfg.steps_per_epoch, cfg.steps_per_epoch)
-                with Progress(size, f"epoch {s.epoch + 1}/{cfg.epochs}", self.progress_enabled) as bar:
-                    bar.update(s.position)
-                    for i, batch in self.task.batches(s.epoch, s.position):
-                        if cfg.steps_per_epoch and i >= cfg.steps_per_epoch:
-                            break
-                        if self._train_step(batch, i, bar, stop):
-                            code = int(self.dist.all_reduce_max(stop.exit_code))  # the signal some rank got
-                            raise Interrupted(code, self.save("last"))
-                        if cfg.max_steps and s.step >= cfg.max_steps:
-                            self.save("last")
-                            return self._summary(stopped="max_steps")
-                self._end_epoch()
+            self._mark_boundary()
+            try:
+                while s.epoch < cfg.epochs and not s.finished:
+                    if cfg.max_steps and s.step >= cfg.max_steps:
+                        return self._summary(stopped="max_steps")  # resumed at its end: no extra step
+                    size = self.task.epoch_size()
+                    if cfg.steps_per_epoch:
+                        size = min(size or cfg.steps_per_epoch, cfg.steps_per_epoch)
+                    with Progress(size, f"epoch {s.epoch + 1}/{cfg.epochs}", self.progress_enabled) as bar:
+                        bar.update(s.position)
+                        for i, batch in self.task.batches(s.epoch, s.position):
+                            if cfg.steps_per_epoch and i >= cfg.steps_per_epoch:
+                                break
+                            if self._train_step(batch, i, bar, stop):
+                                code = int(self.dist.all_reduce_max(stop.exit_code))  # the signal some rank got
+                                with stop.protected():
+                                    path = self.save("last")
+                                raise Interrupted(code, path, self._stopped_message(stop, path))
+                            if cfg.max_steps and s.step >= cfg.max_steps:
+                                with stop.protected():
+                                    self.save("last")
+                                return self._summary(stopped="max_steps")
+                    self._end_epoch(stop)
+            except KeyboardInterrupt:  # a second signal, in the middle of a step
+                raise self._abandon_step(stop) from None
         return self._summary(stopped="finished")
+
+    # ---- stopping early ---------------------------------------------------------------------------
+    def _mark_boundary(self) -> None:
+        """Remember the task and RNG states at a step boundary (single process: see :meth:`_abandon_step`).
+
+        Until the parameter update, a step changes only these (the data position, the carried
+        hidden state, dropout and segment-length draws); with them, a step abandoned half-way can
+        still be saved as the exact state before it. They are small (no parameters), and copied,
+        since the next step may update tensors in place.
+        """
+        if not self.dist.distributed:
+            self._before_step = {"task": _clone(self.task.state_dict()), "rng": rng_state()}
+
+    def _abandon_step(self, stop: GracefulStop) -> Interrupted:
+        """Save the state before the interrupted step (if this process trained any) and say so."""
+        s = self.state
+        code, what = stop.exit_code or EXIT_SIGINT, stop.reason or "interrupted"
+        if self.dist.distributed:  # the ranks cannot agree on a checkpoint in the middle of a step
+            return Interrupted(code, None, f"{what}: stopped at once without saving (a multi-process run saves "
+                                           f"only at a step boundary); {self.run_dir / 'last.pt'} is the latest")
+        if s.step == self.first_step:
+            kept = self.run_dir / "last.pt"
+            saved = (f"{kept} is unchanged" if kept.is_file() else "nothing was trained, so nothing was saved")
+            return Interrupted(code, kept if kept.is_file() else None,
+                               f"{what}: stopped before the first step of this run; {saved}")
+        with stop.protected():
+            path = self.save("last", mine=self._before_step)
+        return Interrupted(code, path, f"{what}: abandoned step {s.step + 1}; saved the state after step {s.step} "
+                                       f"to {path} (continue with: revrnn train --resume {self.run_dir})")
+
+    def _stopped_message(self, stop: GracefulStop, path: Path) -> str:
+        return (f"{stop.reason or 'interrupted'}: stopped after step {self.state.step}; saved {path} "
+                f"(continue with: revrnn train --resume {self.run_dir})")
 
     def _train_step(self, batch, i: int, bar: Progress, stop: GracefulStop) -> bool:
         """One optimizer step; returns whether to stop now (a signal; the same answer on every rank)."""
@@ -204,27 +275,31 @@ class Trainer:
         if not math.isfinite(float(gnorm)):
             raise NonFiniteError(f"non-finite gradient norm at epoch {s.epoch + 1}, step {s.step + 1}; "
                                  f"stopped without updating{self._last_good()}")
-        for group in self.opt.param_groups:
-            group["lr"] = s.lr * out.lr_scale
-        self.opt.step()
-        for group in self.opt.param_groups:
-            group["lr"] = s.lr
-        s.step += 1
-        s.position = i + 1
-        acc["loss"] += g.loss_sum
-        acc["tokens"] += g.tokens
-        acc["correct"] += g.correct
-        acc["batches"] += 1
-        acc["gnorm"] += float(gnorm)
-        acc["seconds"] += time.perf_counter() - t0
-        for k in _BITS:
-            acc[k] = acc.get(k, 0.0) + g.bits[k]  # .get: checkpoints from before the per-side keys
-        self._watch_state(float(out.bits.get("max_state", 0.0)))
-        bar.update(1, loss=g.loss_sum / max(g.tokens, 1) if d.distributed else float(loss.detach()), lr=s.lr)
-        if s.step % cfg.log_interval == 0:
-            self._log_interval()
-        if cfg.checkpoint_every and s.step % cfg.checkpoint_every == 0:
-            self.save("last")
+        with stop.protected():  # from here to the boundary: no half-applied step
+            for group in self.opt.param_groups:
+                group["lr"] = s.lr * out.lr_scale
+            self.opt.step()
+            for group in self.opt.param_groups:
+                group["lr"] = s.lr
+            s.step += 1
+            s.position = i + 1
+            acc["loss"] += g.loss_sum
+            acc["tokens"] += g.tokens
+            acc["correct"] += g.correct
+            acc["batches"] += 1
+            acc["gnorm"] += float(gnorm)
+            acc["seconds"] += time.perf_counter() - t0
+            for k in _BITS:
+                acc[k] = acc.get(k, 0.0) + g.bits[k]  # .get: checkpoints from before the per-side keys
+            self._watch_state(float(out.bits.get("max_state", 0.0)))
+            bar.update(1, loss=g.loss_sum / max(g.tokens, 1) if d.distributed else float(loss.detach()), lr=s.lr)
+            if s.step % cfg.log_interval == 0:
+                self._log_interval()
+            if cfg.checkpoint_every and s.step % cfg.checkpoint_every == 0:
+                self.save("last")
+            self._mark_boundary()
+        if self.log.stdout_closed:  # rank 0's reader went away: the others learn it at the next step
+            stop.request(EXIT_SIGPIPE, "stdout was closed")
         return g.stop if d.distributed else stop.requested
 
     def _reduce_step(self, out: StepOutput, stop: GracefulStop) -> _StepTotals:
@@ -279,23 +354,27 @@ class Trainer:
     def task_reports_accuracy(self) -> bool:
         return bool(getattr(self.task, "reports_accuracy", False))
 
-    def _end_epoch(self) -> None:
+    def _end_epoch(self, stop: GracefulStop) -> None:
         cfg, s = self.cfg, self.state
-        self._log_interval()
-        val = self.task.evaluate("valid", cfg.eval_batches)
-        s.val_history.append(val["loss"])
-        improved = val["loss"] < s.best_val
-        if improved:
-            s.best_val = val["loss"]
-        self.log.log({"event": "valid", "epoch": s.epoch + 1, "step": s.step, "lr": s.lr, "best": improved, **val})
-        s.lr = self._schedule(s.lr, s.val_history)
-        s.epoch += 1
-        s.position = 0
-        if cfg.min_lr and s.lr < cfg.min_lr:
-            s.finished = True
-        if improved:
-            self.save("best")
-        self.save("last")
+        with stop.protected():
+            self._log_interval()
+        val = self.task.evaluate("valid", cfg.eval_batches)  # may be abandoned: it changes no state
+        with stop.protected():
+            s.val_history.append(val["loss"])
+            improved = val["loss"] < s.best_val
+            if improved:
+                s.best_val = val["loss"]
+            self.log.log({"event": "valid", "epoch": s.epoch + 1, "step": s.step, "lr": s.lr, "best": improved,
+                          **val})
+            s.lr = self._schedule(s.lr, s.val_history)
+            s.epoch += 1
+            s.position = 0
+            if cfg.min_lr and s.lr < cfg.min_lr:
+                s.finished = True
+            if improved:
+                self.save("best")
+            self.save("last")
+            self._mark_boundary()
 
     def _schedule(self, lr: float, history: list[float]) -> float:
         cfg = self.cfg
@@ -310,9 +389,11 @@ class Trainer:
         return lr
 
     def _summary(self, stopped: str) -> dict:
+        """The ``end`` record; the best validation values only once an epoch ended (there are none before)."""
         s = self.state
-        out = {"event": "end", "stopped": stopped, "epochs": s.epoch, "steps": s.step, "lr": s.lr,
-               "best_valid_loss": s.best_val, "best_valid_ppl": _ppl(s.best_val), "run_dir": str(self.run_dir)}
+        best = {"best_valid_loss": s.best_val, "best_valid_ppl": _ppl(s.best_val)} if s.val_history else {}
+        out = {"event": "end", "stopped": stopped, "epochs": s.epoch, "steps": s.step, "lr": s.lr, **best,
+               "run_dir": str(self.run_dir)}
         if s.max_state:
             out["max_state"] = s.max_state
         return out
@@ -336,6 +417,17 @@ class _StepTotals:
     normalizer: float  # sum of the ranks' normalizers (tokens, or sentences): what the loss divides by
 
 
+def _clone(obj: Any) -> Any:
+    """A copy whose tensors share no memory with ``obj``'s."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().clone()
+    if isinstance(obj, dict):
+        return {k: _clone(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_clone(v) for v in obj)
+    return obj
+
+
 def _to_cpu(obj: Any) -> Any:
     """A copy with every tensor on the CPU (what is gathered to rank 0 must unpickle there)."""
     if isinstance(obj, torch.Tensor):
@@ -351,4 +443,5 @@ def _ppl(loss: float) -> float:
     return math.exp(loss) if loss < 50 else math.inf
 
 
-__all__ = ["Interrupted", "LoopState", "NonFiniteError", "StepOutput", "Task", "Trainer", "memory_ratios"]
+__all__ = ["Interrupted", "LoopState", "NonFiniteError", "StepOutput", "Task", "Trainer", "finished_reason",
+           "memory_ratios"]

@@ -3,8 +3,16 @@
 JSON lines rather than CSV or a database because the file is appended to while the run is alive
 and must stay readable if the process dies at any moment: each record is one self-contained line,
 flushed as soon as it is written, so a crash loses at most the line being written, and
-:func:`read_metrics` tolerates exactly that truncated last line. Resumed runs append to the same
-file. JSON has no NaN or infinity (a diverging loss produces them), so they are written as null.
+:func:`read_metrics` tolerates exactly that truncated last line. JSON has no NaN or infinity (a
+diverging loss produces them), so they are written as null.
+
+Resumed runs append to the same file, after cutting it back to what it held when the checkpoint
+was written (:meth:`MetricsLogger.size` is saved in it, :func:`truncate_metrics` cuts): the steps
+between that checkpoint and a crash are trained again, and must not be listed twice.
+
+With ``--json`` the records are mirrored to stdout. If the reader of stdout goes away
+(``revrnn train --json | head -1``), the file keeps every record and :attr:`stdout_closed` tells
+the training loop, which saves and stops rather than training on unseen.
 """
 
 from __future__ import annotations
@@ -18,9 +26,9 @@ from types import TracebackType
 from typing import IO, Any
 
 from ..console import emit_json
-from ..errors import EXIT_DATA, UserError
+from ..errors import EXIT_DATA, UserError, write_failed
 
-__all__ = ["MetricsLogger", "read_metrics"]
+__all__ = ["MetricsLogger", "read_metrics", "truncate_metrics"]
 
 
 def _plain(obj: Any) -> Any:
@@ -50,11 +58,22 @@ class MetricsLogger:
     def __init__(self, path: Path | None, json_stdout: bool = False) -> None:
         self.path = Path(path) if path is not None else None
         self.json_stdout = json_stdout
-        self._file: IO[str] | None = None
+        self.stdout_closed = False
+        self._file: IO[bytes] | None = None
+        self._size = 0
         if self.path is not None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            # line-buffered: every record reaches the OS as soon as its newline is written
-            self._file = open(self.path, "a", buffering=1, encoding="utf-8")
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                # unbuffered bytes: every record reaches the OS in one write, and the size is exact
+                self._file = open(self.path, "ab", buffering=0)
+                self._size = self._file.seek(0, 2)
+            except OSError as e:
+                raise write_failed(self.path, e) from None
+
+    @property
+    def size(self) -> int | None:
+        """Bytes in the file so far (None without a file): what a checkpoint records."""
+        return self._size if self.path is not None else None
 
     def log(self, record: dict) -> None:
         """Write one record (a flat or nested dict of numbers, strings, lists)."""
@@ -63,14 +82,21 @@ class MetricsLogger:
         clean = _plain(record)
         clean.setdefault("time", time.time())
         if self._file is not None:
-            self._file.write(json.dumps(clean, separators=(",", ":"), allow_nan=False) + "\n")
-            self._file.flush()
-        if self.json_stdout:
-            emit_json(clean)
+            line = (json.dumps(clean, separators=(",", ":"), allow_nan=False) + "\n").encode("utf-8")
+            try:
+                self._file.write(line)
+            except OSError as e:
+                raise write_failed(self.path, e) from None
+            self._size += len(line)
+        if self.json_stdout and not emit_json(clean):
+            self.json_stdout, self.stdout_closed = False, True
 
     def close(self) -> None:
         if self._file is not None:
-            self._file.close()
+            try:
+                self._file.close()
+            except OSError:  # unbuffered: nothing was pending; a failed write was reported already
+                pass
             self._file = None
 
     def __enter__(self) -> MetricsLogger:
@@ -107,3 +133,15 @@ def read_metrics(path: Path) -> list[dict]:
             raise UserError(f"{path}:{lineno}: malformed metrics line ({e})", exit_code=EXIT_DATA) from None
         records.append(rec)
     return records
+
+
+def truncate_metrics(path: Path, size: int | None) -> None:
+    """Cut ``path`` back to its first ``size`` bytes (None: leave it, e.g. an older checkpoint)."""
+    path = Path(path)
+    if size is None or not path.is_file() or path.stat().st_size <= size:
+        return
+    try:
+        with open(path, "r+b") as f:
+            f.truncate(size)
+    except OSError as e:
+        raise write_failed(path, e) from None

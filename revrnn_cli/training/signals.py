@@ -7,7 +7,11 @@ period, and SIGTERM's default action kills the process without saving anything.
 
 :class:`GracefulStop` records the first signal and lets the training loop poll ``.requested`` at a
 step boundary, where the state is consistent. A second signal means the user does not want to
-wait, so it raises ``KeyboardInterrupt`` at once.
+wait, so it raises ``KeyboardInterrupt`` at once; the loop then abandons the step and saves the
+state it had before it (:mod:`.loop`). Only inside :meth:`GracefulStop.protected` (the
+parameter update and the checkpoint writes, which are short) is a second signal merely noted:
+an update half applied, or a checkpoint half written, is the one state that cannot be saved.
+The loop can also ask for a stop itself (:meth:`GracefulStop.request`), e.g. when stdout closed.
 
 Under torchrun a worker gets every signal twice: Ctrl-C (or a scheduler's SIGTERM) reaches the
 whole process group, and torchrun forwards what it received to its workers a moment later. So
@@ -23,8 +27,9 @@ import os
 import signal
 import threading
 import time
+from contextlib import contextmanager
 from types import FrameType, TracebackType
-from typing import Any
+from typing import Any, Iterator
 
 from ..console import err
 from ..errors import EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM
@@ -61,27 +66,54 @@ class GracefulStop:
         self.duplicate_window = duplicate_window
         self._first_at = 0.0
         self._previous: dict[int, Any] = {}
+        self._protected = 0
+        self._code: int | None = None
+        self.reason: str | None = None  # what asked for the stop, in words ("SIGINT received")
 
     @property
     def exit_code(self) -> int:
-        """130 after SIGINT, 143 after SIGTERM (shell convention 128 + signal), 0 if no signal came."""
+        """130 after SIGINT, 143 after SIGTERM (shell convention 128 + signal), that of
+        :meth:`request`, or 0 if nothing asked for a stop."""
+        if self._code is not None:
+            return self._code
         if self.signum is None:
             return EXIT_OK
         return _EXIT_CODES.get(self.signum, 128 + int(self.signum))
+
+    def request(self, exit_code: int, reason: str) -> None:
+        """Ask for a stop at the next step boundary without a signal (the first reason wins)."""
+        if not self.requested:
+            self.requested, self._code, self.reason = True, exit_code, reason
+
+    @contextmanager
+    def protected(self) -> Iterator[None]:
+        """A section that a second signal does not interrupt (it is noted; the stop follows)."""
+        self._protected += 1
+        try:
+            yield
+        finally:
+            self._protected -= 1
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.requested:
             if signum == self.signum and time.monotonic() - self._first_at < self.duplicate_window:
                 return  # torchrun's forwarded copy of the signal this worker already got
+            if self._protected:
+                return  # the stop is already on its way, right after this section
+            # this signal, not the first request, is why the run stops now, and what it exits with
+            self.signum, self._code = signum, None
+            self.reason = f"{signal.Signals(signum).name} received again"
             raise KeyboardInterrupt
         self.requested = True
         self.signum = signum
         self._first_at = time.monotonic()
+        name = signal.Signals(signum).name
+        self.reason = f"{name} received"
         if not self.announce:
             return
-        name = signal.Signals(signum).name
         err.print(f"revrnn: {name} received: finishing the current step, then saving "
-                  "(press Ctrl-C again to abort)", markup=False, highlight=False, soft_wrap=True)
+                  "(press Ctrl-C again to stop at once, saving the state before this step)",
+                  markup=False, highlight=False, soft_wrap=True)
 
     def __enter__(self) -> GracefulStop:
         if threading.current_thread() is threading.main_thread():

@@ -1,4 +1,9 @@
-"""Fixtures for the data tests: where the real corpora are, and loading them once per session."""
+"""Fixtures for the data tests: where the real corpora are, and loading them once per session.
+
+Tests of the real corpora (their counts, digests, full loads) skip, saying so, when
+``REVRNN_DATA_DIR`` does not name them; everything else runs on the suite's tiny corpora
+(``tests/conftest.py``).
+"""
 
 from __future__ import annotations
 
@@ -46,8 +51,10 @@ def real_data_dir() -> Path:
     A directory that exists but lacks a file is a broken setup. The tests then fail and say which file is missing.
     """
     root = _real_root()
-    if root is None or not root.is_dir():
-        pytest.skip(f"real corpora not available: REVRNN_DATA_DIR={root} is not a directory")
+    if root is None:
+        pytest.skip("a check of the real corpora: REVRNN_DATA_DIR is not set")
+    if not root.is_dir():
+        pytest.skip(f"a check of the real corpora: REVRNN_DATA_DIR={root} is not a directory")
     return root
 
 

@@ -55,6 +55,14 @@ def test_rows_to_text_empty():
 
 
 @pytest.mark.parametrize("corpus", ["ptb", "wikitext2"])
+@pytest.mark.parametrize("split", ["train", "valid", "test"])
+def test_rows_to_text_reproduces_the_file_format_byte_for_byte(tiny_data_dir, corpus, split):
+    spec = get_lm_spec(corpus)
+    path = tiny_data_dir / spec.subdir / spec.files[split]
+    assert dl.lm_rows_to_text(_hub_rows(path, corpus)).encode("utf-8") == path.read_bytes()
+
+
+@pytest.mark.parametrize("corpus", ["ptb", "wikitext2"])
 @pytest.mark.parametrize("split", ["valid", "test"])
 def test_rows_to_text_reproduces_real_files_byte_for_byte(real_data_dir, corpus, split):
     spec = get_lm_spec(corpus)
@@ -103,16 +111,16 @@ def test_simulated_download_writes_verified_standard_layout(real_data_dir, tmp_p
     assert calls == ["ptb"]
 
 
-def test_download_only_fills_missing_files(real_data_dir, tmp_path, monkeypatch):
+def test_download_only_fills_missing_files(tiny_data_dir, tmp_path, monkeypatch):
     (tmp_path / "ptb").mkdir()
     mine = " the \n" * 3
     (tmp_path / "ptb" / "ptb.valid.txt").write_text(mine, encoding="utf-8")
     calls: list = []
-    monkeypatch.setattr(dl, "fetch_lm_rows", _fake_fetch_from(real_data_dir, calls))
+    monkeypatch.setattr(dl, "fetch_lm_rows", _fake_fetch_from(tiny_data_dir, calls))
     corpus = load_lm_corpus("ptb", tmp_path, download=True, verify=False)
     assert calls == ["ptb"]
     assert (tmp_path / "ptb" / "ptb.valid.txt").read_text(encoding="utf-8") == mine  # untouched
-    assert (tmp_path / "ptb" / "ptb.test.txt").read_bytes() == (real_data_dir / "ptb" / "ptb.test.txt").read_bytes()
+    assert (tmp_path / "ptb" / "ptb.test.txt").read_bytes() == (tiny_data_dir / "ptb" / "ptb.test.txt").read_bytes()
     assert corpus.vocab.decode(corpus.valid) == ["the", "<eos>"] * 3
 
 

@@ -176,3 +176,35 @@ def test_vocabulary_rejects_unknowns_and_mutation():
         vocab.word2idx["z"] = 2  # read-only view
     with pytest.raises(ValueError):
         Vocabulary(["x", "x"])
+
+
+# --------------------------------------------------------------------------- data.verify: false
+
+
+def test_a_home_made_corpus_is_refused_unless_verification_is_off(tiny_data_dir):
+    msg = _load_error(tiny_data_dir)
+    assert "ptb.train.txt" in msg and "929,589" in msg
+    corpus = load_lm_corpus("ptb", tiny_data_dir, download=False, verify=False)
+    text = (tiny_data_dir / "ptb" / "ptb.train.txt").read_text(encoding="utf-8")
+    assert corpus.train.numel() == len(tokenize_lm_text(text)[0])
+    assert len(corpus.vocab) == len(set(tokenize_lm_text(text)[0]))
+
+
+def test_digest_mismatch_advice_names_a_real_option(tiny_data_dir, monkeypatch):
+    """A copy whose counts match but whose bytes differ: the message's way out must exist and work."""
+    import dataclasses
+    import re
+
+    from revrnn_cli.data import lm as lm_mod
+    from revrnn_cli.spec import load_spec
+
+    real = lm_mod.get_lm_spec("ptb")
+    counts = {s: len(tokenize_lm_text((tiny_data_dir / "ptb" / real.files[s]).read_text())[0]) for s in real.files}
+    vocab = len(set(tokenize_lm_text((tiny_data_dir / "ptb" / real.files["train"]).read_text())[0]))
+    monkeypatch.setattr(lm_mod, "get_lm_spec", lambda name: dataclasses.replace(real, tokens=counts, vocab_size=vocab))
+    msg = _load_error(tiny_data_dir)
+    assert "sha256" in msg and "verification off" not in msg
+    option = re.search(r"--set (\S+)\)", msg).group(1)
+    spec, _ = load_spec(None, [option], base={"data": {"dataset": "ptb"}})
+    assert spec.data.verify is False
+    load_lm_corpus("ptb", tiny_data_dir, download=False, verify=spec.data.verify)  # and it works

@@ -1,8 +1,11 @@
 """Multi30k for translation: raw counts, Moses preprocessing, vocabularies, length filter, buckets, batches,
 tokenisation cache, hub download (faked) and the errors for missing or damaged files.
 
-Tokenisation is the slow part, so the tests load the first few hundred pairs (``n_train`` etc.); the full
-split sizes are checked on the raw files, which needs no tokenisation.
+What holds for any parallel corpus is tested on the suite's tiny Multi30k files (``tiny``); what is
+about the real corpus (its counts, digests and sentences, the download of its rows) on the real one,
+skipped when ``REVRNN_DATA_DIR`` does not name it. Tokenisation is the slow part, so the real tests
+load the first few hundred pairs (``n_train`` etc.); the full split sizes are checked on the raw
+files, which needs no tokenisation.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from revrnn_cli.data.translation import BOS, EOS, PAD, UNK, load_parallel_corpus
 PUBLISHED_LINES = {"train": 29_000, "valid": 1_014, "test": 1_000}
 FILES = {"train": "train", "valid": "val", "test": "test2016"}
 SMALL = {"n_train": 300, "n_valid": 120, "n_test": 80}
+TINY = {"n_train": 200, "n_valid": 50, "n_test": 30}  # the tiny files hold 240 / 60 / 40 pairs
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +48,12 @@ def cache_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def small(real_data_dir, cache_dir):
     cfg = TranslationDataConfig(data_dir=str(real_data_dir), download=False, **SMALL)
+    return load_parallel_corpus(cfg, cache_dir=cache_dir)
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_data_dir, cache_dir):
+    cfg = TranslationDataConfig(data_dir=str(tiny_data_dir), download=False, verify=False, **TINY)
     return load_parallel_corpus(cfg, cache_dir=cache_dir)
 
 
@@ -79,17 +89,18 @@ def test_raw_lines_are_parallel_and_stripped(real_data_dir):
 # --------------------------------------------------------------------------- preprocessing + vocab
 
 
-def test_split_sizes_follow_the_limits(small):
-    assert len(small.splits["valid"]) == 120 and len(small.splits["test"]) == 80
-    assert len(small.splits["train"]) + small.n_filtered == 300
-    assert small.src_lang == "en" and small.tgt_lang == "de" and small.paper_bytes
-    for sp in small.splits.values():
+def test_split_sizes_follow_the_limits(tiny):
+    assert len(tiny.splits["valid"]) == 50 and len(tiny.splits["test"]) == 30
+    assert len(tiny.splits["train"]) + tiny.n_filtered == 200
+    assert tiny.src_lang == "en" and tiny.tgt_lang == "de" and not tiny.paper_bytes
+    for sp in tiny.splits.values():
         n = len(sp)
         assert len(sp.src) == len(sp.tgt) == len(sp.src_tok) == len(sp.tgt_tok) == len(sp.tgt_raw) == n
         assert len(sp.src_raw) == len(sp.line) == n
 
 
 def test_moses_aggressive_hyphens_no_escape_lowercase(small):
+    assert small.paper_bytes and len(small.splits["test"]) == 80
     test = small.splits["test"]
     assert test.tgt_tok[1] == ["ein", "boston", "terrier", "läuft", "über", "saftig", "@-@", "grünes", "gras",
                                "vor", "einem", "weißen", "zaun", "."]
@@ -100,28 +111,28 @@ def test_moses_aggressive_hyphens_no_escape_lowercase(small):
     assert not any("&quot;" in w or "&amp;" in w or "&apos;" in w for s in small.splits["train"].tgt_tok for w in s)
 
 
-def test_vocab_specials_and_order(small):
-    for vocab, side in ((small.src_vocab, "src_tok"), (small.tgt_vocab, "tgt_tok")):
+def test_vocab_specials_and_order(tiny):
+    for vocab, side in ((tiny.src_vocab, "src_tok"), (tiny.tgt_vocab, "tgt_tok")):
         assert vocab.itos[:4] == ["<blank>", "<unk>", "<s>", "</s>"]
         assert (PAD, UNK, BOS, EOS) == (0, 1, 2, 3) == (vocab.PAD, vocab.UNK, vocab.BOS, vocab.EOS)
-        train_words = {w for s in getattr(small.splits["train"], side) for w in s}
+        train_words = {w for s in getattr(tiny.splits["train"], side) for w in s}
         assert set(vocab.itos[4:]) == train_words  # all training words, nothing else (min_freq 1)
         counts = {}
-        for s in getattr(small.splits["train"], side):
+        for s in getattr(tiny.splits["train"], side):
             for w in s:
                 counts[w] = counts.get(w, 0) + 1
         keys = [(-counts[w], w) for w in vocab.itos[4:]]
         assert keys == sorted(keys)  # frequency descending, ties alphabetical
 
 
-def test_ids_encode_tokens_and_unknown_words_map_to_unk(small):
-    for sp in small.splits.values():
+def test_ids_encode_tokens_and_unknown_words_map_to_unk(tiny):
+    for sp in tiny.splits.values():
         for ids, toks in zip(sp.tgt, sp.tgt_tok):
-            assert small.tgt_vocab.decode(ids) == [w if w in small.tgt_vocab else "<unk>" for w in toks]
+            assert tiny.tgt_vocab.decode(ids) == [w if w in tiny.tgt_vocab else "<unk>" for w in toks]
             assert BOS not in ids and EOS not in ids and PAD not in ids
-    train_ids = {i for s in small.splits["train"].src for i in s}
+    train_ids = {i for s in tiny.splits["train"].src for i in s}
     assert UNK not in train_ids
-    assert any(UNK in s for s in small.splits["valid"].src)  # 300 training pairs do not cover valid
+    assert any(UNK in s for s in tiny.splits["valid"].src)  # the training pairs do not cover valid
 
 
 def test_vocab_decode_strip_specials_and_rebuild():
@@ -138,16 +149,16 @@ def test_vocab_decode_strip_specials_and_rebuild():
         TranslationVocab(["a", "b"])
 
 
-def test_length_filter_applies_to_train_only(real_data_dir, cache_dir):
-    cfg = TranslationDataConfig(data_dir=str(real_data_dir), download=False, max_len=10, **SMALL)
+def test_length_filter_applies_to_train_only(tiny_data_dir, cache_dir):
+    cfg = TranslationDataConfig(data_dir=str(tiny_data_dir), download=False, verify=False, max_len=10, **TINY)
     c = load_parallel_corpus(cfg, cache_dir=cache_dir)
     train = c.splits["train"]
-    assert c.n_filtered > 0 and len(train) == 300 - c.n_filtered
+    assert c.n_filtered > 0 and len(train) == 200 - c.n_filtered
     assert all(len(s) <= 10 and len(t) <= 10 for s, t in zip(train.src_tok, train.tgt_tok))
     # kept pairs are the original lines, in order, and filtered ones really were too long
-    dropped = sorted(set(range(300)) - set(train.line))
+    dropped = sorted(set(range(200)) - set(train.line))
     assert train.line == sorted(train.line) and len(dropped) == c.n_filtered
-    assert len(c.splits["valid"]) == 120 and len(c.splits["test"]) == 80
+    assert len(c.splits["valid"]) == 50 and len(c.splits["test"]) == 30
     assert any(len(s) > 10 or len(t) > 10 for s, t in zip(c.splits["valid"].src_tok, c.splits["valid"].tgt_tok))
     # vocabularies come from the filtered training pairs only
     assert set(c.tgt_vocab.itos[4:]) == {w for s in train.tgt_tok for w in s}
@@ -163,7 +174,7 @@ def test_reverse_direction_de_en(real_data_dir, cache_dir, small):
 
 def test_config_validation():
     assert TranslationDataConfig().model_dump() == {
-        "dataset": "multi30k", "data_dir": None, "download": True, "src_lang": "en", "tgt_lang": "de",
+        "dataset": "multi30k", "data_dir": None, "download": True, "verify": True, "src_lang": "en", "tgt_lang": "de",
         "max_len": 50, "lowercase": True, "min_freq": 1, "max_vocab": 50_000,
         "n_train": None, "n_valid": None, "n_test": None,
     }
@@ -175,8 +186,8 @@ def test_config_validation():
 # --------------------------------------------------------------------------- batching
 
 
-def test_bucketing_covers_every_index_once_with_similar_lengths(small):
-    train = small.splits["train"]
+def test_bucketing_covers_every_index_once_with_similar_lengths(tiny):
+    train = tiny.splits["train"]
     g = torch.Generator().manual_seed(0)
     batches = batch_indices(train, 16, shuffle=True, generator=g, pool_factor=4)
     flat = [i for b in batches for i in b]
@@ -193,16 +204,16 @@ def test_bucketing_covers_every_index_once_with_similar_lengths(small):
     assert spread * 2 < rand_spread
 
 
-def test_bucketing_is_deterministic_for_a_generator_state(small):
-    train = small.splits["train"]
+def test_bucketing_is_deterministic_for_a_generator_state(tiny):
+    train = tiny.splits["train"]
     a = batch_indices(train, 32, True, torch.Generator().manual_seed(7))
     b = batch_indices(train, 32, True, torch.Generator().manual_seed(7))
     c = batch_indices(train, 32, True, torch.Generator().manual_seed(8))
     assert a == b and a != c
 
 
-def test_evaluation_batches_are_sorted_and_stable(small):
-    valid = small.splits["valid"]
+def test_evaluation_batches_are_sorted_and_stable(tiny):
+    valid = tiny.splits["valid"]
     batches = batch_indices(valid, 32, shuffle=False)
     assert batches == batch_indices(valid, 32, shuffle=False)
     assert sorted(i for b in batches for i in b) == list(range(len(valid)))
@@ -212,8 +223,8 @@ def test_evaluation_batches_are_sorted_and_stable(small):
         batch_indices(valid, 0, shuffle=False)
 
 
-def test_collate_shapes_and_special_placement(small):
-    valid = small.splits["valid"]
+def test_collate_shapes_and_special_placement(tiny):
+    valid = tiny.splits["valid"]
     idx = batch_indices(valid, 7, shuffle=False)[3]
     batch = collate(valid, idx)
     B = len(idx)
@@ -240,6 +251,10 @@ def _cfg(data_dir, **kw):
     return TranslationDataConfig(**{"data_dir": str(data_dir), "download": False, **SMALL, **kw})
 
 
+def _tiny_cfg(data_dir, **kw):
+    return _cfg(data_dir, verify=False, **{**TINY, **kw})
+
+
 def _count_tokenised(monkeypatch) -> list[int]:
     calls: list[int] = []
     real = tok.moses_tokenize
@@ -260,23 +275,23 @@ def _same(a, b):
     assert a.src_vocab.itos == b.src_vocab.itos and a.tgt_vocab.itos == b.tgt_vocab.itos
 
 
-def test_cache_round_trip_and_prefix_extension(real_data_dir, tmp_path, monkeypatch):
+def test_cache_round_trip_and_prefix_extension(tiny_data_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("REVRNN_CACHE_DIR", str(tmp_path / "cache"))
     calls = _count_tokenised(monkeypatch)
-    first = load_parallel_corpus(_cfg(real_data_dir, n_train=50, n_valid=20, n_test=20))
+    first = load_parallel_corpus(_tiny_cfg(tiny_data_dir, n_train=50, n_valid=20, n_test=20))
     assert sum(calls) == 2 * (50 + 20 + 20)
     files = sorted((tmp_path / "cache" / "tokenized").glob("*.json"))
     assert len(files) == 6 and not list((tmp_path / "cache" / "tokenized").glob("*.part"))
 
     calls.clear()
-    again = load_parallel_corpus(_cfg(real_data_dir, n_train=50, n_valid=20, n_test=20))
+    again = load_parallel_corpus(_tiny_cfg(tiny_data_dir, n_train=50, n_valid=20, n_test=20))
     assert calls == [] and again is not first
     _same(first, again)
 
     calls.clear()  # larger limits: only the missing lines are tokenised, and the result equals a cold run
-    more = load_parallel_corpus(_cfg(real_data_dir, n_train=80, n_valid=20, n_test=30))
+    more = load_parallel_corpus(_tiny_cfg(tiny_data_dir, n_train=80, n_valid=20, n_test=30))
     assert sum(calls) == 2 * (30 + 0 + 10)
-    _same(more, load_parallel_corpus(_cfg(real_data_dir, n_train=80, n_valid=20, n_test=30), cache_dir=False))
+    _same(more, load_parallel_corpus(_tiny_cfg(tiny_data_dir, n_train=80, n_valid=20, n_test=30), cache_dir=False))
 
 
 @pytest.mark.parametrize(
@@ -291,8 +306,8 @@ def test_cache_round_trip_and_prefix_extension(real_data_dir, tmp_path, monkeypa
     ],
     ids=["binary", "truncated", "wrong-key", "wrong-type", "untrimmed", "other-file-length"],
 )
-def test_corrupt_cache_is_rebuilt(real_data_dir, tmp_path, monkeypatch, damage):
-    cfg = _cfg(real_data_dir, n_train=40, n_valid=10, n_test=10)
+def test_corrupt_cache_is_rebuilt(tiny_data_dir, tmp_path, monkeypatch, damage):
+    cfg = _tiny_cfg(tiny_data_dir, n_train=40, n_valid=10, n_test=10)
     good = load_parallel_corpus(cfg, cache_dir=tmp_path)
     for p in (tmp_path / "tokenized").glob("*.json"):
         damage(p)
@@ -305,8 +320,8 @@ def test_corrupt_cache_is_rebuilt(real_data_dir, tmp_path, monkeypatch, damage):
     assert calls == []  # and the rebuilt cache is good again
 
 
-def test_cache_key_depends_on_file_content(real_data_dir, tmp_path):
-    raw = m30k.read_multi30k(real_data_dir, download=False, splits=("test",), langs=("en",))
+def test_cache_key_depends_on_file_content(tiny_data_dir, tmp_path):
+    raw = m30k.read_multi30k(tiny_data_dir, download=False, splits=("test",), langs=("en",), verify=False)
     lines = list(raw.splits["test"].lines["en"])
     a = tok.tokenize_cached(lines, "en", "a" * 64, 5, tmp_path)
     lines[0] = "Something else entirely."
@@ -315,11 +330,11 @@ def test_cache_key_depends_on_file_content(real_data_dir, tmp_path):
     assert len(list((tmp_path / "tokenized").glob("moses-en-*.json"))) == 2
 
 
-def test_unwritable_cache_only_warns(real_data_dir, tmp_path):
+def test_unwritable_cache_only_warns(tiny_data_dir, tmp_path):
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("x")
     with pytest.warns(RuntimeWarning, match="tokenisation cache"):
-        c = load_parallel_corpus(_cfg(real_data_dir, n_train=20, n_valid=5, n_test=5), cache_dir=blocker)
+        c = load_parallel_corpus(_tiny_cfg(tiny_data_dir, n_train=20, n_valid=5, n_test=5), cache_dir=blocker)
     assert len(c.splits["valid"]) == 5
 
 
@@ -444,3 +459,17 @@ def test_importing_the_package_does_not_import_sacremoses_or_sacrebleu():
             "print(sorted(m for m in ('sacremoses', 'sacrebleu', 'datasets') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_verify_false_reads_other_line_counts_but_keeps_sides_parallel(tiny_data_dir, tmp_path):
+    with pytest.raises(DataError, match="expected 29,000 lines"):
+        m30k.read_multi30k(tiny_data_dir, download=False)
+    raw = m30k.read_multi30k(tiny_data_dir, download=False, verify=False)
+    assert len(raw.splits["valid"]) == len((tiny_data_dir / "multi30k" / "val.en").read_text().splitlines())
+    shutil.copytree(tiny_data_dir / "multi30k", tmp_path / "multi30k")
+    path = tmp_path / "multi30k" / "val.de"
+    path.write_text("".join(path.read_text().splitlines(keepends=True)[:-1]))
+    with pytest.raises(DataError) as info:
+        m30k.read_multi30k(tmp_path, download=False, verify=False)
+    msg = str(info.value)
+    assert "\n" not in msg and "val.en" in msg and "val.de" in msg and "not parallel" in msg

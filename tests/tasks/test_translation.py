@@ -26,6 +26,12 @@ TINY = {
 }
 
 
+@pytest.fixture(scope="module")
+def tiny(tiny_data) -> dict:
+    """TINY reading the suite's tiny Multi30k files."""
+    return {**TINY, "data": {**TINY["data"], **tiny_data}}
+
+
 def write(tmp_path, spec: dict, name="spec.yaml"):
     path = tmp_path / name
     path.write_text(yaml.safe_dump(spec))
@@ -41,10 +47,10 @@ def strip_time(rows):
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, tiny):
     tmp = tmp_path_factory.mktemp("m30k")
     run = tmp / "run"
-    summary = runner.train(write(tmp, TINY), [], run_dir=run, progress=False)
+    summary = runner.train(write(tmp, tiny), [], run_dir=run, progress=False)
     return run, summary
 
 
@@ -74,8 +80,8 @@ def test_evaluate_translates_and_scores(trained):
     assert greedy["loss"] == beam["loss"]  # teacher-forced perplexity does not depend on decoding
 
 
-def test_resume_is_exact(tmp_path):
-    spec = write(tmp_path, TINY)
+def test_resume_is_exact(tmp_path, tiny):
+    spec = write(tmp_path, tiny)
     full, part = tmp_path / "full", tmp_path / "part"
     runner.train(spec, [], run_dir=full, progress=False)
     runner.train(spec, ["train.max_steps=4"], run_dir=part, progress=False)  # stops mid-epoch 1
@@ -90,9 +96,9 @@ def test_resume_is_exact(tmp_path):
         assert torch.equal(a["model"][k], b["model"][k]), k
 
 
-def test_baseline_and_store_mode_train(tmp_path):
+def test_baseline_and_store_mode_train(tmp_path, tiny):
     for overrides in (["model.cell=lstm", "model.context=hidden"], ["train.backprop=store"]):
-        s = runner.train(write(tmp_path, TINY), overrides + ["train.epochs=1", "train.max_steps=2"],
+        s = runner.train(write(tmp_path, tiny), overrides + ["train.epochs=1", "train.max_steps=2"],
                          run_dir=tmp_path / "_".join(overrides).replace("=", "-"), progress=False)
         assert s["steps"] == 2 and math.isfinite(s["valid_loss"])
 

@@ -87,6 +87,13 @@ VARIANTS = {
 DROPOUT = _variant(PTB, model={"dropout": 0.3, "dropouth": 0.2, "dropouti": 0.3, "dropoute": 0.1, "wdrop": 0.3})
 
 
+def _on_tiny_data(spec: dict, tiny_data: dict) -> dict:
+    """A corpus-backed spec reading the suite's tiny corpora (synthetic specs need no files)."""
+    if spec["data"]["dataset"] in ("repeat", "remember"):
+        return spec
+    return {**spec, "data": {**spec["data"], **tiny_data}}
+
+
 def _write(directory: Path, name: str, spec: dict) -> Path:
     path = directory / f"{name}.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
@@ -100,7 +107,7 @@ def _free_port() -> int:
 
 
 def _env(**extra) -> dict:
-    env = dict(os.environ)  # carries REVRNN_DATA_DIR (tests/conftest.py)
+    env = dict(os.environ)  # carries the hub's offline switches (tests/conftest.py)
     for k in ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE", "COLUMNS", "RANK", "WORLD_SIZE", "LOCAL_RANK",
               "TORCHELASTIC_RUN_ID"):
         env.pop(k, None)
@@ -135,10 +142,10 @@ def _wait(procs: list[subprocess.Popen], timeout: float) -> list[int]:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(tmp_path_factory, tiny_data):
     d = tmp_path_factory.mktemp("ddp")
-    specs = {name: _write(d, name, spec) for name, spec in VARIANTS.items()}
-    dropout = _write(d, "dropout", DROPOUT)
+    specs = {name: _write(d, name, _on_tiny_data(spec, tiny_data)) for name, spec in VARIANTS.items()}
+    dropout = _write(d, "dropout", _on_tiny_data(DROPOUT, tiny_data))
     jobs = [{"spec": str(specs[n]), "overrides": [], "run_dir": str(d / f"ddp_{n}")} for n in VARIANTS]
     jobs += [
         {"spec": str(dropout), "overrides": ["train.max_steps=5"], "run_dir": str(d / "full")},

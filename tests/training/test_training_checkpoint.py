@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 from pathlib import Path
@@ -9,8 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from revrnn_cli.errors import EXIT_USAGE, UserError
+from revrnn_cli.errors import EXIT_RESOURCE, EXIT_USAGE, ResourceError, UserError
 from revrnn_cli.training import (check_compatible, config_hash, load_checkpoint, save_checkpoint)
+from revrnn_cli.training.checkpoint import RUN_KEYS
 
 
 class Opaque:
@@ -43,12 +45,14 @@ def test_failed_save_keeps_previous_checkpoint_and_no_temp_files(tmp_path: Path,
 
     def broken_save(obj, f, *args, **kwargs):
         f.write(b"half a checkpoint")
-        raise OSError("disk full")
+        raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(torch, "save", broken_save)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(ResourceError) as info:  # one line, exit 6, naming the file; never a traceback
         save_checkpoint(path, {"step": 2, "w": torch.zeros(3)})
     monkeypatch.undo()
+    assert info.value.exit_code == EXIT_RESOURCE
+    assert str(info.value) == f"{path}: cannot write: No space left on device (the previous last.pt is unchanged)"
 
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
@@ -97,10 +101,38 @@ def test_load_missing_and_corrupt_files(tmp_path: Path) -> None:
 
     truncated = tmp_path / "truncated.pt"
     save_checkpoint(tmp_path / "full.pt", {"w": torch.randn(1000)})
-    truncated.write_bytes((tmp_path / "full.pt").read_bytes()[:500])
+    for cut in (500, 4):
+        truncated.write_bytes((tmp_path / "full.pt").read_bytes()[:cut])
+        with pytest.raises(UserError) as info:
+            load_checkpoint(truncated)
+        assert str(truncated) in str(info.value) and info.value.exit_code == 2
+        assert "truncated" in str(info.value) and "Errno" not in str(info.value)
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("name: x\ntrain:\n  lr: 1\n")  # a spec given where a checkpoint belongs
+    for bad in (spec, tmp_path / "empty.pt"):
+        bad.touch()
+        with pytest.raises(UserError) as info:
+            load_checkpoint(bad)
+        assert str(info.value).startswith(f"{bad}: not a revrnn checkpoint") and "IndexError" not in str(info.value)
+    with pytest.raises(UserError, match="not a revrnn checkpoint"):
+        load_checkpoint(tmp_path / "full.pt", require=RUN_KEYS)  # a PyTorch file, but no run's
+
+
+def test_unreadable_last_points_to_an_intact_best(tmp_path: Path) -> None:
+    payload = {"config": {"name": "x"}, "model": {"w": torch.ones(2)}, "loop": {"step": 3}}
+    for name in ("last.pt", "best.pt"):
+        save_checkpoint(tmp_path / name, payload)
+    last = tmp_path / "last.pt"
+    last.write_bytes(last.read_bytes()[:100])
     with pytest.raises(UserError) as info:
-        load_checkpoint(truncated)
-    assert str(truncated) in str(info.value) and info.value.exit_code == 2
+        load_checkpoint(last, require=RUN_KEYS)
+    msg = str(info.value)
+    assert "truncated" in msg and f"{tmp_path / 'best.pt'} is intact" in msg and "\n" not in msg
+    (tmp_path / "best.pt").write_bytes(b"garbage")  # both broken: no false hope
+    with pytest.raises(UserError) as info:
+        load_checkpoint(last, require=RUN_KEYS)
+    assert "intact" not in str(info.value)
 
 
 def test_config_hash_is_stable_and_order_independent() -> None:

@@ -76,3 +76,57 @@ def test_read_metrics_tolerates_only_a_truncated_last_line(tmp_path: Path) -> No
         read_metrics(path)
     with pytest.raises(UserError, match="no such metrics file"):
         read_metrics(tmp_path / "absent.jsonl")
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux)")
+def test_a_full_disk_is_one_line_naming_the_file() -> None:
+    from revrnn_cli.errors import EXIT_RESOURCE, ResourceError
+
+    with MetricsLogger(Path("/dev/full")) as log:  # every write fails with ENOSPC
+        with pytest.raises(ResourceError) as info:
+            log.log({"step": 1})
+    assert info.value.exit_code == EXIT_RESOURCE
+    assert str(info.value) == "/dev/full: cannot write: No space left on device"
+
+
+def test_size_and_truncate_cut_back_to_a_checkpoint(tmp_path: Path) -> None:
+    from revrnn_cli.training.metrics import truncate_metrics
+
+    path = tmp_path / "metrics.jsonl"
+    with MetricsLogger(path) as log:
+        log.log({"step": 1})
+        size = log.size  # what a checkpoint written now records
+        log.log({"step": 2})
+    assert size == len(path.read_bytes().splitlines(keepends=True)[0])
+    truncate_metrics(path, size)
+    assert [r["step"] for r in read_metrics(path)] == [1]
+    truncate_metrics(path, None)  # a checkpoint from before the size was recorded: left as it is
+    truncate_metrics(path, 10**6)
+    assert [r["step"] for r in read_metrics(path)] == [1]
+    with MetricsLogger(path) as log:  # appending continues from the cut
+        assert log.size == size
+        log.log({"step": 2})
+    assert [r["step"] for r in read_metrics(path)] == [1, 2]
+
+
+def test_closed_stdout_is_noted_and_the_file_keeps_every_record(tmp_path: Path, monkeypatch) -> None:
+    import sys
+
+    class ClosedPipe:
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def flush(self):
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def fileno(self):
+            raise OSError("no descriptor")
+
+    monkeypatch.setattr(sys, "stdout", ClosedPipe())
+    path = tmp_path / "metrics.jsonl"
+    with MetricsLogger(path, json_stdout=True) as log:
+        assert not log.stdout_closed
+        log.log({"step": 1})
+        assert log.stdout_closed and not log.json_stdout
+        log.log({"step": 2})  # no second attempt, no error
+    assert [r["step"] for r in read_metrics(path)] == [1, 2]

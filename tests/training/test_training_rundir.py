@@ -1,4 +1,5 @@
-"""Run directories are never reused; config and environment records are written atomically."""
+"""Run directories are never reused, and removed again when a run fails before its first step;
+config and environment records are written atomically."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import yaml
 from revrnn_cli import __version__
 from revrnn_cli.errors import UserError
 from revrnn_cli.training import environment_record, make_run_dir, write_config, write_environment
+from revrnn_cli.training.lock import LOCK_NAME, RunLock
+from revrnn_cli.training.rundir import RunDirectory
 
 
 def test_make_run_dir_never_reuses_a_non_empty_directory(tmp_path: Path) -> None:
@@ -69,3 +72,35 @@ def test_environment_record_without_git(tmp_path: Path, monkeypatch) -> None:
 
     monkeypatch.setenv("PATH", "")  # no git executable at all: still no failure
     assert environment_record(seed=0, device="cpu")["git_commit"] is None
+
+
+def test_a_directory_holding_only_a_stale_lock_is_reused(tmp_path: Path) -> None:
+    (tmp_path / "ptb").mkdir()
+    (tmp_path / "ptb" / LOCK_NAME).write_text("12345\n")  # left by a run killed before it wrote anything
+    assert make_run_dir(tmp_path, "ptb") == tmp_path / "ptb"
+    held = RunLock.acquire(tmp_path / "ptb")  # but not while a live process holds it
+    try:
+        assert make_run_dir(tmp_path, "ptb") == tmp_path / "ptb-2"
+    finally:
+        held.release()
+
+
+@pytest.mark.parametrize("existed", [False, True])
+def test_a_failed_start_removes_what_it_wrote(tmp_path: Path, existed: bool) -> None:
+    target = tmp_path / "run"
+    if existed:
+        target.mkdir()
+    with pytest.raises(RuntimeError):
+        with RunDirectory.new(tmp_path, "x", explicit=target) as run:
+            write_config(run.path, {"name": "x"})
+            raise RuntimeError("no corpus")
+    assert target.is_dir() == existed and (not existed or list(target.iterdir()) == [])
+
+
+def test_a_run_that_trained_is_kept_whatever_stops_it(tmp_path: Path) -> None:
+    with pytest.raises(KeyboardInterrupt):
+        with RunDirectory.new(tmp_path / "runs", "x") as run:
+            write_config(run.path, {"name": "x"})
+            run.trained = True
+            raise KeyboardInterrupt
+    assert sorted(p.name for p in (tmp_path / "runs" / "x").iterdir()) == ["config.yaml"]

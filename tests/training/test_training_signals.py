@@ -28,7 +28,7 @@ def test_sigterm_requests_a_stop(capsys) -> None:
         assert stop.exit_code == 143
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1
-    assert "finishing the current step, then saving (press Ctrl-C again to abort)" in lines[0]
+    assert "finishing the current step, then saving (press Ctrl-C again to stop at once, saving the state before this step)" in lines[0]
 
 
 def test_sigint_exit_code() -> None:
@@ -89,3 +89,35 @@ def test_outside_main_thread_installs_nothing() -> None:
     t.start()
     t.join()
     assert result == {"handler": before, "requested": False}
+
+
+def test_a_second_signal_inside_a_protected_section_is_only_noted() -> None:
+    with GracefulStop(announce=False) as stop:
+        os.kill(os.getpid(), signal.SIGINT)
+        _wait_for(lambda: stop.requested)
+        with stop.protected():  # e.g. the parameter update: must not be cut in half
+            os.kill(os.getpid(), signal.SIGINT)
+            _wait_for(lambda: False, timeout=0.3)
+        assert stop.requested and stop.exit_code == 130
+        with pytest.raises(KeyboardInterrupt):  # outside, the next one stops at once again
+            os.kill(os.getpid(), signal.SIGINT)
+            _wait_for(lambda: False, timeout=2.0)
+
+
+def test_request_stops_without_a_signal_and_keeps_the_first_reason() -> None:
+    with GracefulStop(announce=False) as stop:
+        stop.request(141, "stdout was closed")
+        stop.request(99, "something later")
+        assert stop.requested and stop.exit_code == 141 and stop.reason == "stdout was closed"
+        with pytest.raises(KeyboardInterrupt):  # a signal after a request is a second request: stop at once
+            os.kill(os.getpid(), signal.SIGTERM)
+            _wait_for(lambda: False, timeout=2.0)
+
+
+def test_the_signal_that_stops_at_once_gives_the_reason_and_the_exit_code() -> None:
+    with GracefulStop(announce=False) as stop:
+        stop.request(141, "stdout was closed")
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            _wait_for(lambda: False, timeout=2.0)
+    assert stop.reason == "SIGINT received again" and stop.exit_code == 130
