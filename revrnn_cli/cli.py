@@ -368,6 +368,39 @@ def _print_summary(title: str, values: dict) -> None:
     err.print(t)
 
 
+@app.command("generate")
+def generate_cmd(
+    target: Path = typer.Argument(..., help="A language-model run directory (uses best.pt) or a checkpoint file."),
+    words: int = typer.Option(100, "--words", min=1, help="Words to sample."),
+    temperature: float = typer.Option(1.0, "--temperature", min=0.0,
+                                      help="Below 1 sharper, above 1 flatter; 0 always takes the most likely word."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Sampling seed [the run's seed]; same seed, same words."),
+    prompt: Optional[str] = typer.Option(None, "--prompt", help="Words to continue (unknown words read as <unk>)."),
+    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Data directory [as trained]."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout instead of the text."),
+):
+    """Sample words from a language-model run, with the same fixed-point forward as evaluation."""
+    from .tasks.generate import generate
+
+    result = generate(target, words, temperature, seed, prompt, data_dir)
+    if result["unknown_prompt_words"]:
+        err.print(escape("prompt words not in the vocabulary, read as <unk>: " + " ".join(result["unknown_prompt_words"])))
+    _write_out(lambda: emit_json(result) if json_out else sys.stdout.write(result["text"] + "\n"))
+    err.print(escape(f"{len(result['words'])} words from {result['checkpoint']} (seed {result['seed']}, "
+                     f"temperature {result['temperature']:g})"))
+
+
+def _write_out(write) -> None:
+    """Write to stdout; a reader that went away (``| head``) ends the command quietly, as for any filter."""
+    try:
+        write()
+    except BrokenPipeError:
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        raise typer.Exit(EXIT_OK)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: usage errors become one line and exit 2; user errors their own exit code."""
     command = typer.main.get_command(app)
