@@ -390,6 +390,35 @@ def generate_cmd(
                      f"temperature {result['temperature']:g})"))
 
 
+@app.command("translate")
+def translate_cmd(
+    target: Path = typer.Argument(..., help="A translation run directory (uses best.pt) or a checkpoint file."),
+    input_: str = typer.Option("-", "--input", help="Raw sentences, one per line; - reads standard input."),
+    beam: Optional[int] = typer.Option(None, "--beam", min=1, help="Beam size [spec's decode.beam_size]; 1 = greedy."),
+    max_len: Optional[int] = typer.Option(None, "--max-len", min=1, help="Most tokens per translation [spec's decode.max_len]."),
+    batch: Optional[int] = typer.Option(None, "--batch", min=1,
+                                        help="Sentences decoded together and written at once [spec's decode.batch_size]."),
+    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Data directory [as trained]."),
+    json_out: bool = typer.Option(False, "--json", help="One JSON object per input line (with the score) on stdout."),
+):
+    """Translate raw sentences (tokenised and lowercased as the run's data were): one line out per line in."""
+    from .tasks.translate_text import Translator, open_input, read_lines
+
+    stream, name = open_input(input_)
+    translator = Translator(target, beam=beam, max_len=max_len, batch=batch, data_dir=data_dir)
+    try:
+        for rec in translator.stream(read_lines(stream, name)):
+            _write_out(lambda: emit_json(rec) if json_out else sys.stdout.write(rec["translation"] + "\n"))
+            if rec["line"] % translator.cfg.batch_size == 0:
+                sys.stdout.flush()
+        sys.stdout.flush()
+    finally:
+        if stream is not sys.stdin.buffer:
+            stream.close()
+    err.print(escape(f"translated {translator.lines} line(s) ({translator.empty} empty) from {name} with "
+                     f"{translator.run.checkpoint}, beam {translator.cfg.beam_size}, in {translator.seconds:.1f} s"))
+
+
 def _write_out(write) -> None:
     """Write to stdout; a reader that went away (``| head``) ends the command quietly, as for any filter."""
     try:
