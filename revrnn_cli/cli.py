@@ -419,6 +419,28 @@ def translate_cmd(
                      f"{translator.run.checkpoint}, beam {translator.cfg.beam_size}, in {translator.seconds:.1f} s"))
 
 
+@app.command("compare")
+def compare_cmd(
+    runs: list[Path] = typer.Argument(..., help="Run directories (each with config.yaml and metrics.jsonl)."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Draw validation curves and memory ratios to this PNG."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
+):
+    """Compare runs: the spec values that differ, and what each reached (perplexity, speed, memory)."""
+    from .compare import compare
+    from .compare.table import print_table
+    from .plotting import prepare_plot
+
+    prepare_plot(plot)  # matplotlib and the file name, before any work
+    result = compare(runs)
+    if json_out:
+        emit_json(result)
+    print_table(result)
+    if plot is not None:
+        from .compare.plot import plot_compare
+
+        err.print(f"plot written to {escape(str(plot_compare(result, plot)))}")
+
+
 def _write_out(write) -> None:
     """Write to stdout; a reader that went away (``| head``) ends the command quietly, as for any filter."""
     try:
