@@ -266,7 +266,8 @@ def memprofile_cmd(
     set_: list[str] = typer.Option([], "--set", help="Override a spec value (repeatable)."),
     repeats: int = typer.Option(1, "--repeats", min=1, help="Timed steps per row (median)."),
     no_peak: bool = typer.Option(False, "--no-peak", help="Skip the peak-memory subprocesses (faster)."),
-    plot: Optional[Path] = typer.Option(None, "--plot", help="Draw memory against T per mode to this PNG."),
+    plot: Optional[Path] = typer.Option(None, "--plot",
+                                        help="Draw peak memory, kept bytes and step time against T per mode to this PNG."),
     extrapolate: Optional[int] = typer.Option(None, "--extrapolate", min=1,
                                               help="Also predict each mode's kept memory at this T from the fit."),
     json_out: bool = typer.Option(False, "--json", help="One JSON object per row on stdout."),
@@ -276,8 +277,11 @@ def memprofile_cmd(
     Lengths run in increasing order; a mode whose kept memory, extrapolated from the shorter
     lengths, would exceed 80% of the available memory is skipped (reported, not run)."""
     from .memory.profile import MODES, available_memory_bytes, growth_per_step, predict, profile_row
+    from .plotting import prepare_plot
     from .runner import pick_device
     from .spec import load_spec
+
+    prepare_plot(plot)  # matplotlib and the file name, before any profiling
 
     try:
         lengths = [int(v) for v in seq_len.split(",") if v.strip()]
@@ -320,6 +324,7 @@ def memprofile_cmd(
         err.print(f"skipped {row['mode']} at T={row['seq_len']}: it would keep about "
                   f"{row['predicted_saved_bytes'] / 2**30:.1f} GiB (extrapolated), more than 80% of the "
                   f"{row['available_bytes'] / 2**30:.1f} GiB available")
+    preds = {}
     if extrapolate:
         preds = {m: predict(rows, m, extrapolate) for m in chosen}
         err.print(f"extrapolated to T={extrapolate}: " + ", ".join(
@@ -327,7 +332,9 @@ def memprofile_cmd(
     if plot is not None:
         from .memory.plot import plot_rows
 
-        err.print(f"plot written to {plot_rows(rows, plot)}")
+        extrapolated = {m: (extrapolate, p) for m, p in preds.items() if p is not None}
+        path = plot_rows(rows, plot, skipped=skipped, extrapolated=extrapolated, peak_measured=not no_peak)
+        err.print(f"plot written to {path}")
 
 
 DEFAULT_MEMPROFILE_SPEC = {"name": "memprofile", "data": {"dataset": "ptb"},
