@@ -120,7 +120,8 @@ def as_text(words: list[str]) -> str:
 
 def generate(target: Path, n_words: int = 100, temperature: float = 1.0, seed: int | None = None,
              prompt: str | None = None, data_dir: str | None = None) -> dict:
-    """Sample ``n_words`` from the run at ``target`` (its ``best.pt``); returns words and settings."""
+    """Sample ``n_words`` from the run at ``target`` (its ``best.pt``). Returns the settings, the sampled
+    ``words`` and the ``text``: the prompt (as the model read it) continued by the sample."""
     if n_words < 1:
         raise UserError(f"--words must be at least 1, got {n_words}")
     if temperature < 0:
@@ -135,9 +136,8 @@ def generate(target: Path, n_words: int = 100, temperature: float = 1.0, seed: i
     run.load_weights(model)
     seed = run.spec.seed if seed is None else seed
     gen = torch.Generator().manual_seed(seed)
-    context, unknown = encode_prompt(prompt or "", words)
-    if words.start is not None:
-        context = [words.start, *context]  # a corpus prompt starts a sentence
+    prompt_ids, unknown = encode_prompt(prompt or "", words)
+    context = prompt_ids if words.start is None else [words.start, *prompt_ids]  # a corpus prompt starts a sentence
     if not context:  # a synthetic sequence starts with any symbol
         allowed = [i for i in range(len(words.words)) if i not in words.banned]
         context = [allowed[int(torch.randint(len(allowed), (1,), generator=gen))]]
@@ -145,7 +145,7 @@ def generate(target: Path, n_words: int = 100, temperature: float = 1.0, seed: i
     out = [words.words[i] for i in ids]
     return {"checkpoint": str(run.checkpoint), "seed": seed, "temperature": temperature,
             "context": [words.words[i] for i in context], "unknown_prompt_words": unknown,
-            "words": out, "text": as_text(out)}
+            "words": out, "text": as_text([words.words[i] for i in prompt_ids] + out)}
 
 
 __all__ = ["LMWords", "as_text", "encode_prompt", "generate", "next_logits", "run_words", "sample"]

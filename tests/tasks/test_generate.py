@@ -84,7 +84,7 @@ def test_eos_ends_a_line():
 def test_cli_text_and_json(run, capsys):
     assert _main(["generate", run, "--words", "12", "--seed", "3", "--prompt", "1 2"]) == EXIT_OK
     out, err = capsys.readouterr()
-    assert out.split() == generate(run, 12, seed=3, prompt="1 2")["words"]
+    assert out.split() == ["1", "2", *generate(run, 12, seed=3, prompt="1 2")["words"]]
     assert "12 words" in err
     assert _main(["generate", run, "--words", "5", "--json"]) == EXIT_OK
     out, _ = capsys.readouterr()
