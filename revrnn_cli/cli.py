@@ -6,6 +6,9 @@
     revrnn train experiments/quickstart.yaml
     revrnn train experiments/ptb_revlstm.yaml --set model.layers=2 --json
     revrnn evaluate runs/quickstart --split test --json
+    revrnn generate runs/ptb_revlstm_small --prompt "the company said" --seed 1
+    echo "A dog runs." | revrnn translate runs/multi30k_revlstm_small
+    revrnn compare runs/ptb_lstm_small runs/ptb_revlstm_small --plot compare.png
 
 Human output goes to stderr, one JSON object to stdout with ``--json``. Exit codes are listed in
 :mod:`revrnn_cli.errors` (0 ok, 1 check failed, 2 usage or spec error, ...).
