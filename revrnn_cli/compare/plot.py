@@ -23,13 +23,14 @@ def build_figure(result: dict):
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     fig, (by_epoch, by_time, memory) = plt.subplots(1, 3, figsize=(13, 4.2), dpi=100,
                                                    gridspec_kw={"width_ratios": [1, 1, 0.9]})
-    plotted = False
+    plotted, values = False, []
     for i, r in enumerate(runs):
         c = colours[i % len(colours)]
         pts = [p for p in r["curve"] if p.get("ppl") is not None]
         if not pts:
             continue
         plotted = True
+        values += [p["ppl"] for p in pts]
         by_epoch.plot([p["epoch"] for p in pts], [p["ppl"] for p in pts], marker="o", color=c, label=r["label"])
         timed = [p for p in pts if p.get("minutes") is not None]
         by_time.plot([p["minutes"] for p in timed], [p["ppl"] for p in timed], marker="o", color=c, label=r["label"])
@@ -38,7 +39,10 @@ def build_figure(result: dict):
         ax.set_ylabel("validation perplexity")
         ax.grid(True, which="both", alpha=0.3)
         if plotted:
-            ax.set_yscale("log")
+            if max(values) > 4 * min(values):  # a long way down: log scale, plain tick labels
+                ax.set_yscale("log")
+                ax.yaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:g}"))
+                ax.yaxis.set_minor_formatter(plt.FuncFormatter(lambda v, _: ""))
             ax.legend(fontsize=8)
         else:
             ax.text(0.5, 0.5, "no validation yet", ha="center", va="center", transform=ax.transAxes)
