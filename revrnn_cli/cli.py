@@ -270,7 +270,8 @@ def memprofile_cmd(
     repeats: int = typer.Option(1, "--repeats", min=1, help="Timed steps per row (median)."),
     no_peak: bool = typer.Option(False, "--no-peak", help="Skip the peak-memory subprocesses (faster)."),
     plot: Optional[Path] = typer.Option(None, "--plot",
-                                        help="Draw peak memory, kept bytes and step time against T per mode to this PNG."),
+                                        help="Draw peak memory, kept bytes and step time against T "
+                                             "per mode to this PNG."),
     extrapolate: Optional[int] = typer.Option(None, "--extrapolate", min=1,
                                               help="Also predict each mode's kept memory at this T from the fit."),
     json_out: bool = typer.Option(False, "--json", help="One JSON object per row on stdout."),
@@ -384,9 +385,10 @@ def generate_cmd(
     words: int = typer.Option(100, "--words", min=1, help="Words to sample."),
     temperature: float = typer.Option(1.0, "--temperature", min=0.0,
                                       help="Below 1 sharper, above 1 flatter; 0 always takes the most likely word."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Sampling seed [the run's seed]; same seed, same words."),
+    seed: Optional[int] = typer.Option(None, "--seed",
+                                       help="Sampling seed (default: the run's seed); same seed, same words."),
     prompt: Optional[str] = typer.Option(None, "--prompt", help="Words to continue (unknown words read as <unk>)."),
-    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Data directory [as trained]."),
+    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Data directory (default: as trained)."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout instead of the text."),
 ):
     """Sample words from a language-model run, with the same fixed-point forward as evaluation."""
@@ -394,7 +396,8 @@ def generate_cmd(
 
     result = generate(target, words, temperature, seed, prompt, data_dir)
     if result["unknown_prompt_words"]:
-        err.print(escape("prompt words not in the vocabulary, read as <unk>: " + " ".join(result["unknown_prompt_words"])))
+        unknown = " ".join(result["unknown_prompt_words"])
+        err.print(escape(f"prompt words not in the vocabulary, read as <unk>: {unknown}"))
     _write_out(lambda: emit_json(result) if json_out else sys.stdout.write(result["text"] + "\n"))
     err.print(escape(f"{len(result['words'])} words from {result['checkpoint']} (seed {result['seed']}, "
                      f"temperature {result['temperature']:g})"))
@@ -404,19 +407,22 @@ def generate_cmd(
 def translate_cmd(
     target: Path = typer.Argument(..., help="A translation run directory (uses best.pt) or a checkpoint file."),
     input_: str = typer.Option("-", "--input", help="Raw sentences, one per line; - reads standard input."),
-    beam: Optional[int] = typer.Option(None, "--beam", min=1, help="Beam size [spec's decode.beam_size]; 1 = greedy."),
-    max_len: Optional[int] = typer.Option(None, "--max-len", min=1, help="Most tokens per translation [spec's decode.max_len]."),
+    beam: Optional[int] = typer.Option(None, "--beam", min=1,
+                                       help="Beam size (default: the spec's decode.beam_size); 1 = greedy."),
+    max_len: Optional[int] = typer.Option(None, "--max-len", min=1,
+                                          help="Most tokens per translation (default: the spec's decode.max_len)."),
     batch: Optional[int] = typer.Option(None, "--batch", min=1,
-                                        help="Sentences decoded together and written at once [spec's decode.batch_size]."),
-    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Data directory [as trained]."),
+                                        help="Sentences decoded together and written at once "
+                                             "(default: the spec's decode.batch_size)."),
+    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Data directory (default: as trained)."),
     json_out: bool = typer.Option(False, "--json", help="One JSON object per input line (with the score) on stdout."),
 ):
     """Translate raw sentences (tokenised and lowercased as the run's data were): one line out per line in."""
     from .tasks.translate_text import Translator, open_input, read_lines
 
     stream, name = open_input(input_)
-    translator = Translator(target, beam=beam, max_len=max_len, batch=batch, data_dir=data_dir)
     try:
+        translator = Translator(target, beam=beam, max_len=max_len, batch=batch, data_dir=data_dir)
         for rec in translator.stream(read_lines(stream, name)):
             _write_out(lambda: emit_json(rec) if json_out else sys.stdout.write(rec["translation"] + "\n"))
             if rec["line"] % translator.cfg.batch_size == 0:

@@ -83,8 +83,9 @@ def training_minutes(records: list[dict]) -> list[float | None]:
 
 def summed_ratios(train: list[dict], prefix: str = "") -> dict:
     """normal/used and used/optimal of the bits summed over the intervals (see the module docstring)."""
-    used = [r[f"{prefix}ratio_used"] for r in train if r.get(f"{prefix}ratio_used")]
-    opt = [r[f"{prefix}ratio_optimal"] for r in train if r.get(f"{prefix}ratio_used") and r.get(f"{prefix}ratio_optimal")]
+    rows = [r for r in train if r.get(f"{prefix}ratio_used")]
+    used = [r[f"{prefix}ratio_used"] for r in rows]
+    opt = [r[f"{prefix}ratio_optimal"] for r in rows if r.get(f"{prefix}ratio_optimal")]
     if not used:
         return {}
     inv_used = sum(1 / v for v in used)

@@ -18,6 +18,7 @@ is written batch by batch as the input arrives, so a pipe sees translations befo
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -122,8 +123,6 @@ class Translator:
 
 def open_input(name: str) -> tuple[BinaryIO, str]:
     """The byte stream ``--input`` names (``-``: standard input) and the name to report it by."""
-    import sys
-
     if name == "-":
         return sys.stdin.buffer, "<stdin>"
     path = Path(name)
