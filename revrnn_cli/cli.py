@@ -6,6 +6,9 @@
     revrnn train experiments/quickstart.yaml
     revrnn train experiments/ptb_revlstm.yaml --set model.layers=2 --json
     revrnn evaluate runs/quickstart --split test --json
+    revrnn generate runs/ptb_revlstm_small --prompt "the company said" --seed 1
+    echo "A dog runs." | revrnn translate runs/multi30k_revlstm_small
+    revrnn compare runs/ptb_lstm_small runs/ptb_revlstm_small --plot compare.png
 
 Human output goes to stderr, one JSON object to stdout with ``--json``. Exit codes are listed in
 :mod:`revrnn_cli.errors` (0 ok, 1 check failed, 2 usage or spec error, ...).
@@ -278,7 +281,9 @@ def memprofile_cmd(
     set_: list[str] = typer.Option([], "--set", help="Override a spec value (repeatable)."),
     repeats: int = typer.Option(1, "--repeats", min=1, help="Timed steps per row (median)."),
     no_peak: bool = typer.Option(False, "--no-peak", help="Skip the peak-memory subprocesses (faster)."),
-    plot: Optional[Path] = typer.Option(None, "--plot", help="Draw memory against T per mode to this PNG."),
+    plot: Optional[Path] = typer.Option(None, "--plot",
+                                        help="Draw peak memory, kept bytes and step time against T "
+                                             "per mode to this PNG."),
     extrapolate: Optional[int] = typer.Option(None, "--extrapolate", min=1,
                                               help="Also predict each mode's kept memory at this T from the fit."),
     json_out: bool = typer.Option(False, "--json", help="One JSON object per row on stdout."),
@@ -288,8 +293,11 @@ def memprofile_cmd(
     Lengths run in increasing order; a mode whose kept memory, extrapolated from the shorter
     lengths, would exceed 80% of the available memory is skipped (reported, not run)."""
     from .memory.profile import MODES, available_memory_bytes, growth_per_step, predict, profile_row
+    from .plotting import prepare_plot
     from .runner import pick_device
     from .spec import load_spec
+
+    prepare_plot(plot)  # matplotlib and the file name, before any profiling
 
     try:
         lengths = [int(v) for v in seq_len.split(",")]
@@ -305,10 +313,6 @@ def memprofile_cmd(
     bad = [m for m in chosen if m not in MODES]
     if bad:
         raise typer.BadParameter(f"{', '.join(map(repr, bad))} not among {', '.join(MODES)}", param_hint="'--modes'")
-    if plot is not None:
-        from .memory.plot import check_plot_target
-
-        check_plot_target(plot)  # matplotlib and a writable file: before the profile, not after it
     base = None if spec else DEFAULT_MEMPROFILE_SPEC
     parsed, _ = load_spec(spec, set_, base=base)
     if parsed.task == "translation" and "checkpoint" in chosen:
@@ -340,6 +344,7 @@ def memprofile_cmd(
         err.print(f"skipped {row['mode']} at T={row['seq_len']}: it would keep about "
                   f"{row['predicted_saved_bytes'] / 2**30:.1f} GiB (extrapolated), more than 80% of the "
                   f"{row['available_bytes'] / 2**30:.1f} GiB available")
+    preds = {}
     if extrapolate:
         preds = {m: predict(rows, m, extrapolate) for m in chosen}
         err.print(f"extrapolated to T={extrapolate}: " + ", ".join(
@@ -347,7 +352,9 @@ def memprofile_cmd(
     if plot is not None:
         from .memory.plot import plot_rows
 
-        err.print(f"plot written to {plot_rows(rows, plot)}")
+        extrapolated = {m: (extrapolate, p) for m, p in preds.items() if p is not None}
+        path = plot_rows(rows, plot, skipped=skipped, extrapolated=extrapolated, peak_measured=not no_peak)
+        err.print(f"plot written to {path}")
 
 
 DEFAULT_MEMPROFILE_SPEC = {"name": "memprofile", "data": {"dataset": "ptb"},
@@ -386,6 +393,95 @@ def _print_summary(title: str, values: dict) -> None:
         if k not in ("event",):
             t.add_row(escape(k), escape(fmt(v)))
     err.print(t)
+
+
+@app.command("generate")
+def generate_cmd(
+    target: Path = typer.Argument(..., help="A language-model run directory (uses best.pt) or a checkpoint file."),
+    words: int = typer.Option(100, "--words", min=1, help="Words to sample."),
+    temperature: float = typer.Option(1.0, "--temperature", min=0.0,
+                                      help="Below 1 sharper, above 1 flatter; 0 always takes the most likely word."),
+    seed: Optional[int] = typer.Option(None, "--seed",
+                                       help="Sampling seed (default: the run's seed); same seed, same words."),
+    prompt: Optional[str] = typer.Option(None, "--prompt", help="Words to continue (unknown words read as <unk>)."),
+    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Data directory (default: as trained)."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout instead of the text."),
+):
+    """Sample words from a language-model run, with the same fixed-point forward as evaluation."""
+    from .tasks.generate import generate
+
+    result = generate(target, words, temperature, seed, prompt, data_dir)
+    if result["unknown_prompt_words"]:
+        unknown = " ".join(result["unknown_prompt_words"])
+        err.print(escape(f"prompt words not in the vocabulary, read as <unk>: {unknown}"))
+    _write_out(lambda: emit_json(result) if json_out else sys.stdout.write(result["text"] + "\n"))
+    err.print(escape(f"{len(result['words'])} words from {result['checkpoint']} (seed {result['seed']}, "
+                     f"temperature {result['temperature']:g})"))
+
+
+@app.command("translate")
+def translate_cmd(
+    target: Path = typer.Argument(..., help="A translation run directory (uses best.pt) or a checkpoint file."),
+    input_: str = typer.Option("-", "--input", help="Raw sentences, one per line; - reads standard input."),
+    beam: Optional[int] = typer.Option(None, "--beam", min=1,
+                                       help="Beam size (default: the spec's decode.beam_size); 1 = greedy."),
+    max_len: Optional[int] = typer.Option(None, "--max-len", min=1,
+                                          help="Most tokens per translation (default: the spec's decode.max_len)."),
+    batch: Optional[int] = typer.Option(None, "--batch", min=1,
+                                        help="Sentences decoded together and written at once "
+                                             "(default: the spec's decode.batch_size)."),
+    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Data directory (default: as trained)."),
+    json_out: bool = typer.Option(False, "--json", help="One JSON object per input line (with the score) on stdout."),
+):
+    """Translate raw sentences (tokenised and lowercased as the run's data were): one line out per line in."""
+    from .tasks.translate_text import Translator, open_input, read_lines
+
+    stream, name = open_input(input_)
+    try:
+        translator = Translator(target, beam=beam, max_len=max_len, batch=batch, data_dir=data_dir)
+        for rec in translator.stream(read_lines(stream, name)):
+            _write_out(lambda: emit_json(rec) if json_out else sys.stdout.write(rec["translation"] + "\n"))
+            if rec["line"] % translator.cfg.batch_size == 0:
+                sys.stdout.flush()
+        sys.stdout.flush()
+    finally:
+        if stream is not sys.stdin.buffer:
+            stream.close()
+    err.print(escape(f"translated {translator.lines} line(s) ({translator.empty} empty) from {name} with "
+                     f"{translator.run.checkpoint}, beam {translator.cfg.beam_size}, in {translator.seconds:.1f} s"))
+
+
+@app.command("compare")
+def compare_cmd(
+    runs: list[Path] = typer.Argument(..., help="Run directories (each with config.yaml and metrics.jsonl)."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Draw validation curves and memory ratios to this PNG."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
+):
+    """Compare runs: the spec values that differ, and what each reached (perplexity, speed, memory)."""
+    from .compare import compare
+    from .compare.table import print_table
+    from .plotting import prepare_plot
+
+    prepare_plot(plot)  # matplotlib and the file name, before any work
+    result = compare(runs)
+    if json_out:
+        emit_json(result)
+    print_table(result)
+    if plot is not None:
+        from .compare.plot import plot_compare
+
+        err.print(f"plot written to {escape(str(plot_compare(result, plot)))}")
+
+
+def _write_out(write) -> None:
+    """Write to stdout; a reader that went away (``| head``) ends the command quietly, as for any filter."""
+    try:
+        write()
+    except BrokenPipeError:
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        raise typer.Exit(EXIT_OK)
 
 
 def main(argv: list[str] | None = None) -> None:

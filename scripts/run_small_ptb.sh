@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The PTB comparison of docs/results.md: each *_small spec for the same 4 epochs, two runs at a
 # time on a 2-core machine (one intra-op thread each). Results land in runs/; summarise them with
-#   python scripts/summarize_runs.py runs/ptb_*_small*
+#   revrnn compare runs/ptb_*_small* --plot compare.png
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1

@@ -28,17 +28,27 @@ def translate_split(model, split: ParallelSplit, tgt_vocab: TranslationVocab, cf
     model.eval()
     t0 = time.perf_counter()
     for idx in batch_indices(_Prefix(split, n), cfg.batch_size, shuffle=False):
-        b = collate(split, idx).to(device)
-        if beam == 1:
-            hyps = greedy(model, b.src, b.src_len, cfg.max_len, bos=BOS, eos=EOS)
-        else:
-            hyps = beam_search(model, b.src, b.src_len, beam, cfg.max_len, bos=BOS, eos=EOS)
-        for i, h in zip(idx, hyps):
-            words = [tgt_vocab.itos[t] for t in h.tokens]  # one word per attention row
-            if cfg.replace_unk:
-                words = replace_unk(words, h.attn, split.src_tok[i])
-            out[i] = [w for w, t in zip(words, h.tokens) if t not in (PAD, BOS)]
+        for i, (words, _) in zip(idx, decode_batch(model, split, idx, tgt_vocab, cfg, device, beam)):
+            out[i] = words
     return out, time.perf_counter() - t0
+
+
+def decode_batch(model, split: ParallelSplit, idx: list[int], tgt_vocab: TranslationVocab, cfg: DecodeConfig,
+                 device, beam: int) -> list[tuple[list[str], float]]:
+    """Tokenised translations of the split's sentences ``idx`` (decoded together, in that order) and
+    their scores (summed log-probabilities, ``eos`` included when emitted)."""
+    b = collate(split, idx).to(device)
+    if beam == 1:
+        hyps = greedy(model, b.src, b.src_len, cfg.max_len, bos=BOS, eos=EOS)
+    else:
+        hyps = beam_search(model, b.src, b.src_len, beam, cfg.max_len, bos=BOS, eos=EOS)
+    out = []
+    for i, h in zip(idx, hyps):
+        words = [tgt_vocab.itos[t] for t in h.tokens]  # one word per attention row
+        if cfg.replace_unk:
+            words = replace_unk(words, h.attn, split.src_tok[i])
+        out.append(([w for w, t in zip(words, h.tokens) if t not in (PAD, BOS)], h.score))
+    return out
 
 
 class _Prefix:
@@ -73,4 +83,4 @@ def write_translations(out_dir: Path, stem: str, hyps: list[list[str]], detok: l
     return paths
 
 
-__all__ = ["score", "translate_split", "write_translations"]
+__all__ = ["decode_batch", "score", "translate_split", "write_translations"]
