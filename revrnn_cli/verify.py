@@ -20,7 +20,7 @@ from typing import Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from .engine import RevGRU, RevLSTM, deterministic_settings
+from .engine import RevGRU, RevLSTM, deterministic_settings, native
 from .engine.fixed_point import HIDDEN_UNIT, STATE_DTYPE, FixedPointError, parse_forget_bits
 from .engine.reversible import Plan, bit_stats, effective_weights, forward_steps, make_buffers, reverse_steps
 
@@ -117,7 +117,8 @@ def _check_exactness(model, x) -> dict:
     with torch.no_grad():
         flat = [w.detach() for c in model.cells for w in c.weights()]
         plan = Plan(list(model.cells), effective_weights(model.cells, flat, wmasks), masks,
-                    make_buffers(model.cells, B, x.device), model.chunk, "verify-reversal")
+                    make_buffers(model.cells, B, x.device), model.chunk, "verify-reversal",
+                    native=native.enabled(x.device))
         h0 = [c.init_state(B, x.device) for c in model.cells]
         recorded = [[None] * T for _ in model.cells]
 

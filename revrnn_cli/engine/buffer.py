@@ -47,12 +47,16 @@ HEAD_FLOOR = FORGET_ONE  # L: heads live in [L, L << WORD_BITS); L must be a mul
 HEAD_BITS = FORGET_FRAC_BITS + WORD_BITS  # a sealed head: 18 bits
 
 # 0-dim operands wrapped once (a Python int is re-wrapped into a tensor on every op, ~1 µs each)
-_I32 = dict(dtype=STATE_DTYPE)
-_SHIFT_W = torch.tensor(WORD_BITS, **_I32)
-_SHIFT_F = torch.tensor(FORGET_FRAC_BITS, **_I32)
-_LOW_F = torch.tensor(FORGET_ONE - 1, **_I32)
-_FLOOR = torch.tensor(HEAD_FLOOR, **_I32)
+_I64 = dict(dtype=STATE_DTYPE)
+_SHIFT_W = torch.tensor(WORD_BITS, **_I64)
+_SHIFT_F = torch.tensor(FORGET_FRAC_BITS, **_I64)
+_LOW_F = torch.tensor(FORGET_ONE - 1, **_I64)
+_FLOOR = torch.tensor(HEAD_FLOOR, **_I64)
 _QH_LIMIT = 1 << (63 - FORGET_FRAC_BITS)  # |floor(h / 1024)| for any int64 h
+_I64_MAX, _I64_MIN = (1 << 63) - 1, -(1 << 63)
+
+# the layout of ``meta``, the buffer's counters on the device (shared with the native operators)
+POS, SATURATED, QMIN, QMAX, UNDERFLOW, OVERFLOW = range(6)
 
 
 class InformationBuffer:
@@ -60,7 +64,13 @@ class InformationBuffer:
 
     ``shape`` is the shape of one state block, [batch, width]. ``max_forget_bits`` bounds the bits
     a single multiplication can add (k, or 10 without a limit), which fixes how many bytes a unit may
-    have to emit at once.
+    have to emit at once (``rounds``).
+
+    Nothing here reads a device value on the host inside a step: the stack position and the
+    counters live in ``meta`` on the device, pushes and pops are placed by prefix sums, and the host
+    keeps only an upper bound of the position, from which it reserves capacity
+    (:meth:`reserve`, once per chunk in the step loops) and reads the true position only when that
+    bound would run out.
     """
 
     def __init__(self, shape, device=None, max_forget_bits: int | None = 3, capacity_bytes: int = 1 << 16,
@@ -70,35 +80,64 @@ class InformationBuffer:
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.rounds = max(1, math.ceil(max_growth_bits(max_forget_bits) / WORD_BITS))
         self.head: torch.Tensor | None = torch.full(self.shape, HEAD_FLOOR, dtype=STATE_DTYPE, device=self.device)
-        self._arena = torch.empty(max(capacity_bytes, 1), dtype=torch.uint8, device=self.device)
-        self._pos = 0
+        self.arena = torch.empty(max(capacity_bytes, 1), dtype=torch.uint8, device=self.device)
+        self.meta = torch.tensor([0, 0, _I64_MAX, _I64_MIN, 0, 0], dtype=torch.int64, device=self.device)
+        self._bound = 0  # host-side upper bound of meta[POS]
         self._sealed: tuple[torch.Tensor, torch.Tensor] | None = None
         self.multiplications = 0
-        self._zprod = torch.ones(self.shape, dtype=torch.float64, device=self.device) if track_optimal else None
-        self._optimal_bits = torch.zeros((), dtype=torch.float64, device=self.device)
-        self._saturated = torch.zeros((), dtype=torch.int64, device=self.device) if track_optimal else None
-        self.gates_seen = 0
+        self.zprod = torch.ones(self.shape, dtype=torch.float64, device=self.device) if track_optimal else None
+        self.fmeta = torch.zeros(2, dtype=torch.float64, device=self.device)  # folded optimal bits, muls since
         self._since_fold = 0
-        self._qmin = self._qmax = None
+        self.gates_seen = 0
+        self._arange: torch.Tensor | None = None
 
     # ---- the byte stack -------------------------------------------------------------------------
-    def _push(self, values: torch.Tensor) -> None:
-        n = values.numel()
-        if n == 0:
+    def reserve(self, nbytes: int) -> None:
+        """Make room for ``nbytes`` more bytes (plus one multiplication's scratch) without any host
+        read unless the bound says the stack might not fit: call once before a chunk of steps."""
+        need = self._bound + nbytes + self.rounds * self.numel
+        if need <= self.arena.numel():
             return
-        end = self._pos + n
-        if end > self._arena.numel():
-            grown = torch.empty(max(end, 2 * self._arena.numel()), dtype=torch.uint8, device=self.device)
-            grown[: self._pos] = self._arena[: self._pos]
-            self._arena = grown
-        self._arena[self._pos : end] = values  # int32 -> uint8 keeps the low byte
-        self._pos = end
+        self._bound = int(self.meta[POS])  # the one host read, only when capacity may be short
+        need = self._bound + nbytes + self.rounds * self.numel
+        if need > self.arena.numel():
+            grown = torch.empty(max(need, 2 * self.arena.numel()), dtype=torch.uint8, device=self.device)
+            grown[: self._bound] = self.arena[: self._bound]
+            self.arena = grown
 
-    def _pop(self, n: int) -> torch.Tensor:
-        if n > self._pos:
-            raise ReversalError(f"information buffer underflow: {n} bytes requested, {self._pos} stored")
-        self._pos -= n
-        return self._arena[self._pos : self._pos + n]
+    def _units(self) -> torch.Tensor:
+        if self._arange is None:
+            self._arange = torch.arange(self.numel, dtype=torch.int64, device=self.device)
+        return self._arange
+
+    def _push(self, values: torch.Tensor, sel: torch.Tensor) -> None:
+        """Push the low bytes of ``values`` where ``sel``, in unit order, at the top of the stack.
+
+        Placed by a prefix sum: selected units go to pos + (selected before them); the others write
+        their byte past the new top (into space :meth:`reserve` set aside), so every index is distinct
+        and nothing has to know the count on the host."""
+        sel = sel.reshape(-1)
+        e = sel.to(torch.int64)
+        before = torch.cumsum(e, 0).sub_(e)
+        total = before[-1:] + e[-1:]
+        pos = self.meta[POS : POS + 1]
+        idx = torch.where(sel, before, total + self._units() - before).add_(pos)
+        self.arena.index_copy_(0, idx, values.reshape(-1).to(torch.uint8))
+        pos.add_(total)
+
+    def _pop(self, head: torch.Tensor, need: torch.Tensor) -> torch.Tensor:
+        """Pull a byte back into every head where ``need`` (the top bytes, in unit order)."""
+        flat = need.reshape(-1)
+        e = flat.to(torch.int64)
+        before = torch.cumsum(e, 0).sub_(e)
+        total = before[-1:] + e[-1:]
+        pos = self.meta[POS : POS + 1]
+        start = pos - total
+        self.meta[UNDERFLOW : UNDERFLOW + 1].add_((start < 0).to(torch.int64))
+        idx = (before + start).clamp_(0, self.arena.numel() - 1)  # units that pop nothing read anything
+        byte = self.arena.index_select(0, idx).to(STATE_DTYPE).view(self.shape)
+        pos.sub_(total).clamp_(min=0)
+        return torch.where(need, (head << _SHIFT_W) + byte, head)
 
     # ---- exact multiply / divide ----------------------------------------------------------------
     def mul(self, h: torch.Tensor, Z: torch.Tensor, z: torch.Tensor | None = None, skip: int = 0) -> torch.Tensor:
@@ -106,11 +145,13 @@ class InformationBuffer:
 
         ``z`` (the unquantised gate) is only used to account the optimal bits, -log2 z. The first
         ``skip`` units are multiplied *without* storing their lost bits (:func:`floor_mul`): their
-        values are kept elsewhere (the attention slice of an NMT encoder, digest §5), and the
+        values are kept elsewhere (the attention slice of an NMT encoder, paper §5), and the
         division leaves them for the caller to restore.
         """
-        if self._saturated is not None:
-            self._saturated += (Z == FORGET_ONE).sum()  # gates that forget nothing: integrators
+        self.reserve(self.rounds * self.numel)
+        self._bound += self.rounds * self.numel
+        if self.zprod is not None:
+            self.meta[SATURATED : SATURATED + 1].add_((Z == FORGET_ONE).sum())  # units that forget nothing
             self.gates_seen += Z.numel()
         if skip:
             Zb, zb = Z.clone(), None if z is None else z.clone()
@@ -127,7 +168,7 @@ class InformationBuffer:
         bmax = Z << _SHIFT_W  # B_max(Z) = 2^(w-10) L Z = 256 Z: below it the result stays under 2^8 L
         if self.rounds == 1:
             emit = head >= bmax
-            self._push(torch.masked_select(head, emit))
+            self._push(head, emit)
             head = torch.where(emit, head >> _SHIFT_W, head)
         else:
             head = self._emit_multi(head, bmax)
@@ -135,7 +176,7 @@ class InformationBuffer:
         q = torch.div(X, Z, rounding_mode="trunc")  # X >= 0, so trunc is floor
         self.head = q
         self.multiplications += 1
-        if z is not None and self._zprod is not None:
+        if z is not None and self.zprod is not None:
             self._track(z)
         # (h >> 10) Z + (X mod Z): every intermediate fits int64 (|h >> 10| Z <= 2^63, q Z <= X < 2^28)
         return torch.addcmul(torch.addcmul(X, q, Z, value=-1), h >> _SHIFT_F, Z)
@@ -143,29 +184,29 @@ class InformationBuffer:
     def _track(self, z: torch.Tensor) -> None:
         """Accumulate prod z in float64 and fold -log2 of it every 32 multiplications (<= 320 bits,
         far from float64's underflow): one op per multiplication instead of a log and a sum."""
-        self._zprod.mul_(z)
+        self.zprod.mul_(z)
         self._since_fold += 1
         if self._since_fold == 32:
             self._fold()
 
     def _fold(self) -> None:
-        if self._since_fold:
-            self._optimal_bits -= torch.log2(self._zprod).sum()
-            self._zprod.fill_(1.0)
-            self._since_fold = 0
+        self.fmeta[0:1].sub_(torch.log2(self.zprod).sum())
+        self.zprod.fill_(1.0)
+        self._since_fold = 0
+        self.fmeta[1] = 0.0
 
     @property
     def saturated_gates(self) -> int:
         """How many of the gates multiplied so far were quantised to exactly 1 (Z = 1024)."""
-        return 0 if self._saturated is None else int(self._saturated)
+        return int(self.meta[SATURATED])
 
     @property
     def optimal_bits(self) -> float:
-        """Σ -log2 z over every multiplication so far (the information-theoretic minimum, digest §4)."""
-        if self._zprod is None:
+        """Σ -log2 z over every multiplication so far (the information-theoretic minimum, paper §4)."""
+        if self.zprod is None:
             return float("nan")
         self._fold()
-        return float(self._optimal_bits)
+        return float(self.fmeta[0])
 
     def _emit_multi(self, head: torch.Tensor, bmax: torch.Tensor) -> torch.Tensor:
         """Emit up to ``rounds`` bytes per unit (only without a forgetting limit, when Z < 4).
@@ -181,15 +222,16 @@ class InformationBuffer:
             rest = torch.where(e, rest >> WORD_BITS, rest)
             count += e.to(count.dtype)
         for j in range(self.rounds, 0, -1):
-            sel = count >= j
             shift = (count - j).clamp_(min=0) * WORD_BITS
-            self._push(torch.masked_select(head >> shift, sel))
+            self._push(head >> shift, count >= j)
         return rest
 
     def div(self, h: torch.Tensor, Z: torch.Tensor, skip: int = 0) -> torch.Tensor:
         """Inverse of :meth:`mul`: given h * Z / 1024 (as produced), return h and restore the bits.
 
-        The first ``skip`` units come back unchanged (they stored nothing): the caller restores them."""
+        The first ``skip`` units come back unchanged (they stored nothing): the caller restores them.
+        Popping more bytes than were stored is recorded on the device and reported by
+        :meth:`check_empty` after the pass (an underflow means the reversal went wrong)."""
         if skip:
             Z = Z.clone()
             Z[:, :skip] = FORGET_ONE
@@ -197,23 +239,15 @@ class InformationBuffer:
         X = torch.addcmul(h, qh, Z, value=-1).addcmul_(self.head, Z)  # Z B + (h mod Z)
         head = X >> _SHIFT_F
         for _ in range(self.rounds):
-            need = head < _FLOOR
-            n = int(torch.count_nonzero(need))
-            if n == 0:
-                break
-            low = self._pop(n)
-            head = head.masked_scatter(need, torch.masked_select(head, need).mul_(1 << WORD_BITS).add_(low))
+            head = self._pop(head, head < _FLOOR)
         self.head = head
         self.multiplications -= 1
         # A correct reversal has |qh| <= 2^53 (it is floor(h_old / 1024)). A corrupted one can leave
         # that range, where qh * 1024 would wrap and could even hide the corruption: track the
         # extremes (no sync) and let the final emptiness check report it.
         lo, hi = torch.aminmax(qh)
-        if self._qmin is None:
-            self._qmin, self._qmax = lo, hi
-        else:
-            torch.minimum(self._qmin, lo, out=self._qmin)
-            torch.maximum(self._qmax, hi, out=self._qmax)
+        torch.minimum(self.meta[QMIN], lo, out=self.meta[QMIN])
+        torch.maximum(self.meta[QMAX], hi, out=self.meta[QMAX])
         return torch.add(X & _LOW_F, qh, alpha=FORGET_ONE)
 
     # ---- sealing the heads between forward and backward -----------------------------------------
@@ -249,37 +283,43 @@ class InformationBuffer:
     # ---- accounting and checks --------------------------------------------------------------------
     @property
     def stored_bytes(self) -> int:
-        """Bytes on the stack (the forgotten bits, in whole bytes)."""
-        return self._pos
+        """Bytes on the stack (the forgotten bits, in whole bytes); reads the device."""
+        return int(self.meta[POS])
 
     @property
     def used_bits(self) -> int:
         """What the buffer keeps between forward and backward: the byte stack plus 18 bits per head."""
-        return 8 * self._pos + HEAD_BITS * self.numel
+        return 8 * self.stored_bytes + HEAD_BITS * self.numel
 
     @property
     def allocated_bytes(self) -> int:
         """Bytes actually allocated (stack capacity, and the heads as integers unless sealed)."""
         heads = self.head.element_size() * self.numel if self._sealed is None else sum(t.numel() for t in self._sealed)
-        return self._arena.numel() + heads
+        return self.arena.numel() + heads
 
     def trim(self) -> None:
         """Release unused stack capacity (after a forward pass whose length was not known upfront)."""
-        if self._arena.numel() > self._pos:
-            self._arena = self._arena[: max(self._pos, 1)].clone()
+        pos = self.stored_bytes
+        self._bound = pos
+        if self.arena.numel() > pos:
+            self.arena = self.arena[: max(pos, 1)].clone()
 
     def is_empty(self) -> bool:
-        """True when every bit has been given back: nothing stacked and every head at its floor."""
+        """True when every bit has been given back: nothing stacked, no pop beyond the bottom, every
+        head at its floor, and every division's quotient in range."""
         if self._sealed is not None:
             self.unseal()
-        in_range = self._qmin is None or (int(self._qmin) >= -_QH_LIMIT and int(self._qmax) < _QH_LIMIT)
-        return in_range and self._pos == 0 and bool((self.head == HEAD_FLOOR).all())
+        pos, _, qmin, qmax, under, over = (int(v) for v in self.meta.tolist())
+        in_range = qmin >= -_QH_LIMIT and qmax < _QH_LIMIT
+        return in_range and pos == 0 and not under and not over and bool((self.head == HEAD_FLOOR).all())
 
     def check_empty(self, where: str = "reversal") -> None:
         if not self.is_empty():
+            under = " (more bytes were popped than pushed)" if int(self.meta[UNDERFLOW]) else ""
             raise ReversalError(
                 f"{where}: the information buffer is not empty after reversal "
-                f"({self._pos} bytes left on the stack); the reverse pass did not retrace the forward pass exactly"
+                f"({self.stored_bytes} bytes left on the stack){under}; the reverse pass did not retrace "
+                "the forward pass exactly"
             )
 
 

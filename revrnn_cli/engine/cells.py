@@ -167,9 +167,11 @@ class RevGRUCell(_RevCell):
     """
 
     n_blocks = 2
+    kind = 0  # the fused operators' cell code (native/rev_ops_cpu.cpp)
 
     def __init__(self, input_size: int, hidden_size: int, max_forget_bits: int | None = 3, forget: bool = True):
         super().__init__(input_size, hidden_size, max_forget_bits, forget)
+        self.muls_per_step = 2 if forget else 0  # buffer multiplications per step: h1, h2
         H, H2 = hidden_size, hidden_size // 2
         self.block = 3 * H2  # columns of the projected input per half
         self.register_parameter("wx", nn.Parameter(torch.empty(input_size, 2 * self.block)))
@@ -236,7 +238,10 @@ class RevGRUCell(_RevCell):
         return ha_old, (acts, hb_f, to_float(ha_old), Z)
 
     def backward(self, saved, dstate, Wh, dxp):
-        """Gradients w.r.t. the previous state; the projected-input gradient is written into ``dxp``."""
+        """Gradients w.r.t. the previous state; the projected-input gradient is written into ``dxp``.
+
+        ``Wh`` are the recurrent weights *transposed* and contiguous (made once per chunk: a product
+        with a contiguous matrix is a third faster than with a transposed view)."""
         s1, s2 = saved
         dh1, dh2 = dstate
         b = self.block
@@ -250,7 +255,7 @@ class RevGRUCell(_RevCell):
         H2 = self.half
         dgp = dxp[:, 2 * H2 :]
         torch.mul(dha * (1.0 - z), 1.0 - g * g, out=dgp)
-        drh = dgp.mm(vh.t())
+        drh = dgp.mm(vh)  # vh is given transposed (contiguous): see _backward_chunk
         sz, r = s[:, :H2], s[:, H2:]
         if Z is not None:
             dz = (dha * (ha_old_f - g)).mul_(self.m)  # the multiplication's share, then the update's
@@ -259,7 +264,7 @@ class RevGRUCell(_RevCell):
             dz = -dha * g
         torch.mul(dz, sz * (1.0 - sz), out=dxp[:, :H2])
         torch.mul(drh * hb_f, r * (1.0 - r), out=dxp[:, H2 : 2 * H2])
-        return dha, dhb + dxp[:, : 2 * H2].mm(wh.t()) + drh * r
+        return dha, dhb + dxp[:, : 2 * H2].mm(wh) + drh * r
 
     def recurrent_inputs(self, saved) -> list[torch.Tensor]:
         """The left operands of each recurrent weight at this step (for batched weight gradients)."""
@@ -291,9 +296,11 @@ class RevLSTMCell(_RevCell):
     """
 
     n_blocks = 4
+    kind = 1
 
     def __init__(self, input_size: int, hidden_size: int, max_forget_bits: int | None = 3, forget: bool = True):
         super().__init__(input_size, hidden_size, max_forget_bits, forget)
+        self.muls_per_step = 4 if forget else 0  # c1, h1, c2, h2
         H2 = hidden_size // 2
         self.n_gates = 5 if forget else 3
         self.block = self.n_gates * H2
@@ -393,7 +400,7 @@ class RevLSTMCell(_RevCell):
         if self.forget:
             zq = Z * _INV_FORGET_ONE
             dha, dc = dha * zq[:, H2:], dc * zq[:, :H2]
-        return dha, dc, dhb + ds.mm(wh.t())
+        return dha, dc, dhb + ds.mm(wh)
 
     def recurrent_inputs(self, saved) -> list[torch.Tensor]:
         return [saved[0][3], saved[1][3]]

@@ -29,6 +29,7 @@ from typing import Callable
 
 import torch
 
+from . import native
 from .buffer import InformationBuffer
 from .fixed_point import (HIDDEN_UNIT, ReversalError, StateOverflowError, check_finite, check_state_range,
                           state_limit)
@@ -56,6 +57,7 @@ class Plan:
     name: str = "reversible stack"
     active: Tensor | None = None
     restore: Callable[[int, int], Tensor | None] | None = None
+    native: bool = False  # run the fused operators (:mod:`.native`) instead of the eager cells
     ranges: list = field(default_factory=list)  # per layer: (lo, hi) on the device, or None
 
     def project(self, l: int, X: Tensor, a: int, b: int) -> Tensor:
@@ -68,6 +70,18 @@ class Plan:
 
     def restored(self, l: int, t: int) -> Tensor | None:
         return None if self.restore is None else self.restore(l, t)
+
+    def restored_chunk(self, l: int, a: int, b: int) -> Tensor | None:
+        """:meth:`restored` for steps [a, b) as one [b - a, B, units] tensor (the fused path)."""
+        if self.restore is None or not self.cells[l].lossy_units:
+            return None
+        return torch.stack([self.restore(l, t) for t in range(a, b)])
+
+    def reserve(self, l: int, steps: int) -> None:
+        """Stack space for ``steps`` steps of layer l, checked once per chunk (no read inside a step)."""
+        buf, cell = self.buffers[l], self.cells[l]
+        if isinstance(buf, InformationBuffer) and cell.forget:
+            buf.reserve(steps * cell.muls_per_step * buf.rounds * buf.numel)
 
     def chunks(self, steps: int) -> list[tuple[int, int]]:
         return [(a, min(a + self.chunk, steps)) for a in range(0, steps, self.chunk)]
@@ -159,13 +173,22 @@ def forward_steps(plan: Plan, state: list, steps: int, x_chunk: XChunk,
         for l, cell in enumerate(plan.cells):
             Wh = plan.weights[l][2:]
             XP = plan.project(l, X, a, b)
-            Y = X.new_empty(b - a, X.shape[1], cell.hidden_size) if (l < top or on_output) else None
-            for t in range(a, b):
-                state[l] = cell.step(XP[t - a], state[l], Wh, plan.buffers[l])
-                if Y is not None:
-                    cell.output(state[l], out=Y[t - a])
+            want_y = l < top or on_output is not None
+            if plan.native:
+                state[l], Y, states, _ = native.forward_chunk(cell, XP, state[l], Wh, plan.buffers[l], want_y,
+                                                              on_state is not None)
                 if on_state is not None:
-                    on_state(l, t, state[l])
+                    for t in range(a, b):
+                        on_state(l, t, list(states[t - a].unbind(0)))
+            else:
+                plan.reserve(l, b - a)
+                Y = X.new_empty(b - a, X.shape[1], cell.hidden_size) if want_y else None
+                for t in range(a, b):
+                    state[l] = cell.step(XP[t - a], state[l], Wh, plan.buffers[l])
+                    if Y is not None:
+                        cell.output(state[l], out=Y[t - a])
+                    if on_state is not None:
+                        on_state(l, t, state[l])
             plan.track(l, state[l])
             if l < top:
                 X = plan.next_input(l, Y)
@@ -197,14 +220,23 @@ def reverse_steps(plan: Plan, state: list, steps: int, x_chunk: XChunk,
             Wh = plan.weights[l][2:]
             XP = plan.project(l, X, a, b)
             need_y = l < top or (grads and dy_chunk is not None and need_outputs)
-            Y = X.new_empty(b - a, X.shape[1], cell.hidden_size) if need_y else None
-            sv = [None] * (b - a)
-            for t in range(b - 1, a - 1, -1):
-                if Y is not None:
-                    cell.output(state[l], out=Y[t - a])  # layer l's output at step t, before undoing it
-                state[l], sv[t - a] = cell.reverse_step(XP[t - a], state[l], Wh, plan.buffers[l], plan.restored(l, t))
+            if plan.native:
+                state[l], Y, states, sv = native.reverse_chunk(cell, XP, state[l], Wh, plan.buffers[l],
+                                                               plan.restored_chunk(l, a, b), need_y,
+                                                               on_state is not None, grads)
                 if on_state is not None:
-                    on_state(l, t, state[l])
+                    for t in range(b - 1, a - 1, -1):
+                        on_state(l, t, list(states[t - a].unbind(0)))
+            else:
+                Y = X.new_empty(b - a, X.shape[1], cell.hidden_size) if need_y else None
+                sv = [None] * (b - a)
+                for t in range(b - 1, a - 1, -1):
+                    if Y is not None:
+                        cell.output(state[l], out=Y[t - a])  # layer l's output at step t, before undoing it
+                    state[l], sv[t - a] = cell.reverse_step(XP[t - a], state[l], Wh, plan.buffers[l],
+                                                            plan.restored(l, t))
+                    if on_state is not None:
+                        on_state(l, t, state[l])
             inputs.append(X)
             saved.append(sv if grads else None)
             X = plan.next_input(l, Y) if l < top else Y
@@ -221,20 +253,27 @@ def _backward_chunk(plan, a, b, inputs, saved, Y_top, dstate, dy_chunk, dx_chunk
     for l in range(len(cells) - 1, -1, -1):
         cell, (wx, _, *Wh), sv = cells[l], plan.weights[l], saved[l]
         h2 = cell.half
-        dXP = inputs[l].new_empty(b - a, inputs[l].shape[1], wx.shape[1])
-        for t in range(b - 1, a - 1, -1):
-            if dY is not None:
-                dstate[l][0] = dstate[l][0] + dY[t - a, :, :h2]
-                dstate[l][1] = dstate[l][1] + dY[t - a, :, h2:]
-            dstate[l] = cell.backward(sv[t - a], dstate[l], Wh, dXP[t - a])
+        WhT = [w.t().contiguous() for w in Wh]  # once per chunk: the per-step products run on them
+        if plan.native:
+            dXP, dstate[l] = native.backward_chunk(cell, sv, dstate[l], dY, WhT)
+        else:
+            dXP = inputs[l].new_empty(b - a, inputs[l].shape[1], wx.shape[1])
+            for t in range(b - 1, a - 1, -1):
+                if dY is not None:
+                    dstate[l][0] = dstate[l][0] + dY[t - a, :, :h2]
+                    dstate[l][1] = dstate[l][1] + dY[t - a, :, h2:]
+                dstate[l] = cell.backward(sv[t - a], dstate[l], WhT, dXP[t - a])
         n = (b - a) * dXP.shape[1]
         flatP = dXP.view(n, -1)
         X = inputs[l].reshape(n, -1)
         dW[l][0].addmm_(X.t(), flatP)
         dW[l][1].add_(flatP.sum(0))
-        for k, cols in enumerate(cell.recurrent_columns()):
-            left = torch.cat([cell.recurrent_inputs(s)[k] for s in sv])
-            dW[l][2 + k].addmm_(left.t(), flatP[:, cols])
+        if plan.native:
+            native.add_recurrent_grads(cell, sv, dXP, dW[l][2:])
+        else:
+            for k, cols in enumerate(cell.recurrent_columns()):
+                left = torch.cat([cell.recurrent_inputs(s)[k] for s in sv])
+                dW[l][2 + k].addmm_(left.t(), flatP[:, cols])
         if l == 0 and dx_chunk is None:
             break  # nobody needs the input gradient: skip the matmul
         dX = flatP.mm(wx.t()).view(b - a, dXP.shape[1], -1)
@@ -245,25 +284,28 @@ def _backward_chunk(plan, a, b, inputs, saved, Y_top, dstate, dy_chunk, dx_chunk
 
 
 def store_steps(plan: Plan, state: list, state_f: list, steps: int, x_chunk: XChunk,
-                on_output: Callable[[int, int, Tensor], None],
-                on_state: Callable[[int, int, list, list], None] | None = None) -> tuple[list, list]:
-    """``store`` mode: the same chunks and steps with autograd recording every activation.
-
-    ``on_state(l, t, blocks, floats)`` sees layer l's integer state and its float (autograd) view."""
+                on_output: Callable[[int, int, Tensor], None]) -> tuple[list, list]:
+    """``store`` mode: the same chunks and steps with autograd recording every activation (on the
+    fused path, one autograd node per chunk and layer)."""
     top = len(plan.cells) - 1
     for a, b in plan.chunks(steps):
         X = x_chunk(a, b)
         for l, cell in enumerate(plan.cells):
             Wh = plan.weights[l][2:]
             XP = plan.project(l, X, a, b)
-            outs = []
-            for t in range(a, b):
-                state[l], state_f[l] = cell.store_step(XP[t - a], state[l], state_f[l], Wh, plan.buffers[l])
-                outs.append(torch.cat((state_f[l][0], state_f[l][1]), 1))
-                if on_state is not None:
-                    on_state(l, t, state[l], state_f[l])
+            if plan.native:
+                new_blocks: list = []
+                Y, *floats = native.StoreChunk.apply(cell, plan.buffers[l], new_blocks, state[l], XP,
+                                                     *state_f[l], *Wh)
+                state[l], state_f[l] = new_blocks, floats
+            else:
+                plan.reserve(l, b - a)
+                outs = []
+                for t in range(a, b):
+                    state[l], state_f[l] = cell.store_step(XP[t - a], state[l], state_f[l], Wh, plan.buffers[l])
+                    outs.append(torch.cat((state_f[l][0], state_f[l][1]), 1))
+                Y = torch.stack(outs)
             plan.track(l, state[l])
-            Y = torch.stack(outs)
             X = plan.next_input(l, Y) if l < top else Y
         on_output(a, b, X)
     return state, state_f

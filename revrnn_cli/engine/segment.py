@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from . import native
 from .fixed_point import STATE_DTYPE, check_finite, to_float
 from .reversible import (Plan, bit_stats, check_recovered, effective_weights, forward_steps, make_buffers,
                          raw_weight_grads, reverse_steps, store_steps)
@@ -183,8 +184,9 @@ class _Job:
         if buffers is None:
             buffers = make_buffers(self.cells, self.batch, self.h0[0][0].device, track_optimal=track)
         restore = self.kept.restore if self.kept is not None and self.kept.lossy else None
+        device = self.h0[0][0].device
         return Plan(self.cells, effective_weights(self.cells, flat, self.weight_masks), self.masks, buffers,
-                    self.chunk, self.name, self.active, restore)
+                    self.chunk, self.name, self.active, restore, native=native.enabled(device))
 
 
 def run_segment(segment: Segment, cells, h0: list[list[Tensor]], h0_floats: list[Tensor] | None, flat: list[Tensor],

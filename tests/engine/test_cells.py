@@ -156,7 +156,7 @@ def test_hand_backward_matches_autograd_of_store_step(cls, kw):
     back, saved = cell.reverse_step(XP, s1, Wh, buf)
     assert all(torch.equal(a, b) for a, b in zip(back, s0))
     dxp = torch.empty_like(XP)
-    dprev = cell.backward(saved, [r.clone() for r in R], Wh, dxp)
+    dprev = cell.backward(saved, [r.clone() for r in R], [w.t().contiguous() for w in Wh], dxp)
     for got, f in zip(dprev, f0):
         torch.testing.assert_close(got, f.grad, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(dxp, xp.grad, rtol=1e-5, atol=1e-6)

@@ -1,0 +1,238 @@
+"""The fused step operators (C++, and CUDA where torch has it), and which path a run uses.
+
+    REVRNN_KERNELS=auto       # default: the fused operators when they build, else the reference path
+    REVRNN_KERNELS=native     # insist on the fused operators (an error if they cannot be built)
+    REVRNN_KERNELS=reference  # the eager PyTorch cells of :mod:`.cells`
+
+The reference path runs each step as about 300 small tensor operations from Python; a fused
+operator runs a whole chunk of steps of one layer in one call (``native/rev_ops_cpu.cpp``): per
+half-step one matmul and one pass over the units. They are compiled on first use with
+``torch.utils.cpp_extension`` (g++ and ninja; a few tens of seconds, cached under
+``REVRNN_BUILD_DIR``, default ``~/.cache/revrnn/native``) and registered with ``torch.library``,
+so autograd, DDP and ``torch.compile`` see one operator per call. When they cannot be built, runs
+continue on the reference path after one warning.
+
+Both paths are exactly reversible; they agree to float rounding, not bit for bit, because the
+fused operators compute the activations with their own deterministic polynomial
+(``native/rev_math.h``) - the same bits on every CPU and GPU - where the reference uses PyTorch's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import platform
+import threading
+import warnings
+from pathlib import Path
+
+import torch
+
+from .fixed_point import to_float
+
+KERNELS_ENV = "REVRNN_KERNELS"
+BUILD_DIR_ENV = "REVRNN_BUILD_DIR"
+MODES = ("auto", "native", "reference")
+SOURCE_DIR = Path(__file__).resolve().parent / "native"
+CPU_SOURCES = ("rev_ops_cpu.cpp",)
+HEADERS = ("rev_math.h", "rev_buffer.h")
+CFLAGS = ("-O3", "-ffp-contract=off", "-fno-math-errno", "-march=native")
+"""-ffp-contract=off: no fused multiply-add, so every float operation rounds as written and the
+forward pass and its recomputation agree bit for bit (``native/rev_math.h``)."""
+
+_lock = threading.Lock()
+_state: dict = {"loaded": None, "error": None, "warned": False, "override": None}
+
+
+class KernelsUnavailable(RuntimeError):
+    """REVRNN_KERNELS=native, but the fused operators could not be built or loaded."""
+
+
+def mode() -> str:
+    """The requested path: a :func:`kernels` override, else ``REVRNN_KERNELS``, else ``auto``."""
+    m = _state["override"] or os.environ.get(KERNELS_ENV, "auto").strip().lower() or "auto"
+    if m not in MODES:
+        raise ValueError(f"{KERNELS_ENV} must be one of {', '.join(MODES)}, got {m!r}")
+    return m
+
+
+@contextlib.contextmanager
+def kernels(m: str):
+    """Use path ``m`` (auto, native, reference) inside the block (tests compare the two paths)."""
+    if m not in MODES:
+        raise ValueError(f"kernels must be one of {', '.join(MODES)}, got {m!r}")
+    old, _state["override"] = _state["override"], m
+    try:
+        yield
+    finally:
+        _state["override"] = old
+
+
+def build_dir() -> Path:
+    """Where the compiled operators are cached: one directory per source, flags, torch and CPU."""
+    h = hashlib.sha256()
+    for name in (*CPU_SOURCES, *HEADERS):
+        h.update((SOURCE_DIR / name).read_bytes())
+    h.update(" ".join(CFLAGS).encode())
+    h.update(f"{torch.__version__}|{platform.machine()}|{_cpu_model()}".encode())
+    root = Path(os.environ.get(BUILD_DIR_ENV) or Path.home() / ".cache" / "revrnn" / "native")
+    return root / h.hexdigest()[:16]
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("model name", "flags")):
+                return line
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def load() -> bool:
+    """Build (once, cached) and load the operators; False, with the reason kept, if that fails."""
+    with _lock:
+        if _state["loaded"] is not None:
+            return _state["loaded"]
+        try:
+            _build()
+            _state["loaded"] = True
+        except Exception as e:  # a missing compiler, ninja or headers: fall back, say why once
+            _state["loaded"], _state["error"] = False, f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else e}"
+        return _state["loaded"]
+
+
+def _build() -> None:
+    if hasattr(torch.ops, "revrnn") and hasattr(torch.ops.revrnn, "forward_chunk"):
+        return
+    from torch.utils.cpp_extension import load as cpp_load
+
+    out = build_dir()
+    out.mkdir(parents=True, exist_ok=True)
+    path = os.environ.get("PATH", "")
+    bindir = str(Path(os.sys.executable).parent)  # ninja installed from PyPI lives beside python
+    if bindir not in path.split(os.pathsep):
+        os.environ["PATH"] = path + os.pathsep + bindir
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cpp_load(name="revrnn_native", sources=[str(SOURCE_DIR / s) for s in CPU_SOURCES],
+                 extra_cflags=list(CFLAGS), extra_include_paths=[str(SOURCE_DIR)], build_directory=str(out),
+                 is_python_module=False, verbose=False)
+
+
+def enabled(device) -> bool:
+    """Whether the fused operators run for tensors on ``device``, as the path setting says."""
+    m = mode()
+    if m == "reference":
+        return False
+    device = torch.device(device)
+    ok = device.type == "cpu" and load()
+    if not ok and m == "native":
+        why = _state["error"] or f"no fused operators for {device.type} tensors"
+        raise KernelsUnavailable(f"{KERNELS_ENV}=native but the fused operators are unavailable: {why}")
+    if not ok and not _state["warned"] and device.type == "cpu":
+        _state["warned"] = True
+        warnings.warn(f"revrnn: the fused step operators could not be built ({_state['error']}); running on the "
+                      f"reference path, which is about twice as slow (set {KERNELS_ENV}=reference to silence this)",
+                      RuntimeWarning, stacklevel=2)
+    return ok
+
+
+def describe(device) -> str:
+    """One line saying which path a run on ``device`` uses (printed at the start of training)."""
+    if enabled(device):
+        return f"fused C++ operators ({torch.device(device).type})"
+    why = "" if mode() == "reference" else f": {_state['error'] or 'none for this device'}"
+    return f"reference PyTorch cells{why}"
+
+
+# ---- the operators, as the step loops of :mod:`.reversible` call them -----------------------------
+
+def _buffer_args(cell, buf, steps: int, track: bool):
+    """The buffer's tensors for one call, after reserving the stack space ``steps`` steps may need."""
+    if buf is None or not cell.forget:
+        return None, None, None, None, None, 1
+    muls = steps * cell.muls_per_step
+    buf.reserve(muls * buf.rounds * buf.numel)
+    buf._bound += muls * buf.rounds * buf.numel
+    buf.multiplications += muls
+    zprod = buf.zprod if track else None
+    if zprod is not None:
+        buf.gates_seen += muls * buf.numel
+    return buf.head, buf.arena, buf.meta, zprod, buf.fmeta if zprod is not None else None, buf.rounds
+
+
+def forward_chunk(cell, XP, blocks, Wh, buf, want_y=True, want_states=False, want_saved=False):
+    """Run the chunk's steps of one layer forward: (new blocks, outputs [K, B, H] or None, every
+    state [K, blocks, B, H/2] or None, (saved activations, left operands) or None)."""
+    K = XP.shape[0]
+    args = _buffer_args(cell, buf, K, buf is not None and buf.zprod is not None)
+    st, Y, states, acts, lefts = torch.ops.revrnn.forward_chunk(
+        cell.kind, XP.contiguous(), list(blocks), list(Wh), *args[:5], cell.m, cell.forget, cell.zero_guard,
+        args[5], cell.lossy_units, want_y, want_states, want_saved)
+    return (list(st.unbind(0)), Y if want_y else None, states if want_states else None,
+            (acts, lefts) if want_saved else None)
+
+
+def reverse_chunk(cell, XP, blocks, Wh, buf, restore=None, want_y=True, want_states=False, want_saved=False):
+    """Undo the chunk's steps of one layer: (blocks before the chunk, the outputs at each step before
+    undoing it, the state before each step, (saved activations, left operands))."""
+    K = XP.shape[0]
+    head = arena = meta = None
+    rounds = 1
+    if buf is not None and cell.forget:
+        head, arena, meta, rounds = buf.head, buf.arena, buf.meta, buf.rounds
+        buf.multiplications -= K * cell.muls_per_step
+    st, Y, states, acts, lefts = torch.ops.revrnn.reverse_chunk(
+        cell.kind, XP.contiguous(), list(blocks), list(Wh), head, arena, meta, restore, cell.m, cell.forget,
+        cell.zero_guard, rounds, cell.lossy_units, want_y, want_states, want_saved)
+    return (list(st.unbind(0)), Y if want_y else None, states if want_states else None,
+            (acts, lefts) if want_saved else None)
+
+
+def backward_chunk(cell, saved, dstate, dY, WhT):
+    """The chunk's local backward, given the recurrent weights transposed (contiguous):
+    (dL/dXP [K, B, 2 block], dL/d state before the chunk)."""
+    acts, lefts = saved
+    dXP, ds = torch.ops.revrnn.backward_chunk(cell.kind, acts, lefts, list(dstate), dY, list(WhT), cell.m,
+                                              cell.forget, cell.zero_guard)
+    return dXP, list(ds.unbind(0))
+
+
+def add_recurrent_grads(cell, saved, dXP, dW: list) -> None:
+    """dW_k += left_k^T dXP[:, cols_k] for each recurrent weight: one matmul per chunk."""
+    lefts = saved[1]
+    flat = dXP.reshape(-1, dXP.shape[-1])
+    for k, cols in enumerate(cell.recurrent_columns()):
+        dW[k].addmm_(lefts[k].reshape(-1, cell.half).t(), flat[:, cols])
+
+
+class StoreChunk(torch.autograd.Function):
+    """``store`` mode on the fused path: one autograd node per chunk and layer. Forward runs the chunk
+    keeping its activations (as ordinary autograd would); backward is the fused local backward."""
+
+    @staticmethod
+    def forward(ctx, cell, buf, out_blocks: list, blocks, XP, *tensors):
+        nb = cell.n_blocks
+        Wh = tensors[nb:]
+        st, Y, _, saved = forward_chunk(cell, XP, blocks, Wh, buf, want_y=True, want_saved=True)
+        out_blocks[:] = st
+        ctx.cell, ctx.batch = cell, XP.shape[1]
+        ctx.save_for_backward(*saved, *Wh)
+        return (Y, *[to_float(b) for b in st])
+
+    @staticmethod
+    def backward(ctx, dY, *dst):
+        cell = ctx.cell
+        acts, lefts, *Wh = ctx.saved_tensors
+        dstate = [d if d is not None else acts.new_zeros(ctx.batch, cell.half) for d in dst]
+        WhT = [w.t().contiguous() for w in Wh]
+        dXP, ds = backward_chunk(cell, (acts, lefts), dstate, dY.contiguous() if dY is not None else None, WhT)
+        dW = [torch.zeros_like(w) for w in Wh]
+        add_recurrent_grads(cell, (acts, lefts), dXP, dW)
+        return (None, None, None, None, dXP, *ds, *dW)
+
+
+__all__ = ["KERNELS_ENV", "KernelsUnavailable", "StoreChunk", "add_recurrent_grads", "backward_chunk", "build_dir",
+           "describe", "enabled", "forward_chunk", "kernels", "load", "mode", "reverse_chunk"]
