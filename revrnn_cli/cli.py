@@ -17,6 +17,7 @@ Human output goes to stderr, one JSON object to stdout with ``--json``. Exit cod
 from __future__ import annotations
 
 import sys
+import warnings
 from enum import Enum
 from pathlib import Path
 from typing import Optional
@@ -30,6 +31,7 @@ from . import __version__
 from .console import emit_json, err, fail, fmt
 from .data.errors import DataError
 from .engine.fixed_point import FixedPointError, NonFiniteError
+from .engine.native import KernelsUnavailable
 from .errors import EXIT_CHECK_FAILED, EXIT_DATA, EXIT_NONFINITE, EXIT_NUMERIC, EXIT_OK, EXIT_SIGINT, EXIT_USAGE, UserError
 from .errors import out_of_memory
 from .training.loop import Interrupted
@@ -484,8 +486,13 @@ def _write_out(write) -> None:
         raise typer.Exit(EXIT_OK)
 
 
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    return f"revrnn: warning: {message}\n"
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: usage errors become one line and exit 2; user errors their own exit code."""
+    warnings.formatwarning = _one_line_warning  # a warning is a line for people, not a source excerpt
     command = typer.main.get_command(app)
     try:
         code = command.main(args=argv, prog_name="revrnn", standalone_mode=False)
@@ -503,6 +510,9 @@ def main(argv: list[str] | None = None) -> None:
     except UserError as e:
         fail(escape(str(e)))
         sys.exit(e.exit_code)
+    except KernelsUnavailable as e:  # REVRNN_KERNELS asks for what this machine cannot give
+        fail(escape(str(e)))
+        sys.exit(EXIT_USAGE)
     except DataError as e:
         fail(escape(str(e)))
         sys.exit(EXIT_DATA)

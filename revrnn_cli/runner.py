@@ -19,8 +19,8 @@ from pathlib import Path
 
 import torch
 
-from .console import emit_json
-from .engine import deterministic_settings
+from .console import emit_json, err
+from .engine import deterministic_settings, native
 from .errors import UserError
 from .spec import ExperimentSpec, load_spec, load_yaml
 from .tasks.lm import LMTask
@@ -168,12 +168,16 @@ def _train_in(out_dir: Path, run: RunDirectory | None, spec, config, payload, ck
     deterministic_settings()
     seed_everything(spec.seed)
     task = build_task(spec, device)
+    kernels = native.describe(device) if spec.model.reversible else None
+    if kernels and dist.is_main:
+        err.print(f"revrnn: reversible steps run on the {kernels}", markup=False, highlight=False)
     if dist.distributed:
         seed_everything(distributed.rank_seed(spec.seed, dist.rank))  # each rank its own dropout masks
     if dist.is_main:  # only rank 0 writes, and only now that the data and the model are there
         write_config(out_dir, config)  # a resumed run's too: it may change train.epochs and the like
         if payload is None:
-            write_environment(out_dir, {**environment_record(spec.seed, str(device)), "world_size": dist.world_size})
+            write_environment(out_dir, {**environment_record(spec.seed, str(device)), "world_size": dist.world_size,
+                                        "kernels": kernels})
         else:
             truncate_metrics(out_dir / "metrics.jsonl", payload["loop"].get("metrics_bytes"))
     with MetricsLogger(out_dir / "metrics.jsonl" if dist.is_main else None, json_stdout and dist.is_main) as log:
@@ -183,7 +187,7 @@ def _train_in(out_dir: Path, run: RunDirectory | None, spec, config, payload, ck
             log.log({"event": "resume", "checkpoint": str(ckpt_path), "epoch": trainer.state.epoch + 1,
                      "step": trainer.state.step})
         else:
-            log.log({"event": "start", "run_dir": str(out_dir), "name": spec.name, "device": str(device),
+            log.log({"event": "start", "run_dir": str(out_dir), "name": spec.name, "device": str(device), "kernels": kernels,
                      "config_hash": config_hash(config), "parameters": sum(p.numel() for p in task.model.parameters())})
         try:
             summary = trainer.fit()

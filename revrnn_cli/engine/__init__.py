@@ -4,7 +4,8 @@
 
 Layers (:mod:`.layers`) are built from cells (:mod:`.cells`), whose state updates use fixed-point
 arithmetic (:mod:`.fixed_point`) and an information buffer (:mod:`.buffer`); :mod:`.reversible`
-holds the two backprop modes.
+holds the step loops, :mod:`.segment` the one autograd primitive and the choice of backprop mode,
+and :mod:`.native` the fused operators that run a chunk of steps in one call.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from .fixed_point import (
 )
 from .layers import RevGRU, RevLSTM, RevState, ReversibleRNN
 from .segment import BACKPROP_MODES, DEFAULT_BACKPROP, Segment, SegmentOutput
+from . import selfcheck  # noqa: F401  (registers the per-GPU check of the fused operators)
 
 
 def deterministic_settings() -> None:

@@ -36,24 +36,27 @@ BUILD_DIR_ENV = "REVRNN_BUILD_DIR"
 MODES = ("auto", "native", "reference")
 SOURCE_DIR = Path(__file__).resolve().parent / "native"
 CPU_SOURCES = ("rev_ops_cpu.cpp",)
+CUDA_SOURCES = ("rev_ops_cuda.cu",)
 HEADERS = ("rev_math.h", "rev_buffer.h")
 CFLAGS = ("-O3", "-ffp-contract=off", "-fno-math-errno", "-march=native")
-"""-ffp-contract=off: no fused multiply-add, so every float operation rounds as written and the
-forward pass and its recomputation agree bit for bit (``native/rev_math.h``)."""
+CUDA_FLAGS = ("-O3", "--fmad=false")
+"""No fused multiply-add (-ffp-contract=off, --fmad=false): every float operation rounds as written,
+as PyTorch's own elementwise kernels do, so the fused path matches the reference bit for bit."""
 
 _lock = threading.Lock()
-_state: dict = {"loaded": None, "error": None, "warned": False, "override": None}
+_state: dict = {"loaded": None, "error": None, "warned": False, "override": None, "cuda": False,
+                "checked": {}, "checker": None}
 
 
 class KernelsUnavailable(RuntimeError):
-    """REVRNN_KERNELS=native, but the fused operators could not be built or loaded."""
+    """REVRNN_KERNELS names no path, or asks for the fused operators where they cannot be built."""
 
 
 def mode() -> str:
     """The requested path: a :func:`kernels` override, else ``REVRNN_KERNELS``, else ``auto``."""
     m = _state["override"] or os.environ.get(KERNELS_ENV, "auto").strip().lower() or "auto"
     if m not in MODES:
-        raise ValueError(f"{KERNELS_ENV} must be one of {', '.join(MODES)}, got {m!r}")
+        raise KernelsUnavailable(f"{KERNELS_ENV} must be one of {', '.join(MODES)}, got {m!r}")
     return m
 
 
@@ -72,9 +75,10 @@ def kernels(m: str):
 def build_dir() -> Path:
     """Where the compiled operators are cached: one directory per source, flags, torch and CPU."""
     h = hashlib.sha256()
-    for name in (*CPU_SOURCES, *HEADERS):
+    for name in (*CPU_SOURCES, *CUDA_SOURCES, *HEADERS):
         h.update((SOURCE_DIR / name).read_bytes())
-    h.update(" ".join(CFLAGS).encode())
+    h.update(" ".join(CFLAGS + CUDA_FLAGS).encode())
+    h.update(str(_with_cuda()).encode())
     h.update(f"{torch.__version__}|{platform.machine()}|{_cpu_model()}".encode())
     root = Path(os.environ.get(BUILD_DIR_ENV) or Path.home() / ".cache" / "revrnn" / "native")
     return root / h.hexdigest()[:16]
@@ -103,6 +107,15 @@ def load() -> bool:
         return _state["loaded"]
 
 
+def _with_cuda() -> bool:
+    """Build the CUDA operators too: torch has CUDA, a GPU is visible and nvcc is found."""
+    if torch.version.cuda is None or not torch.cuda.is_available():
+        return False
+    from torch.utils.cpp_extension import CUDA_HOME
+
+    return CUDA_HOME is not None
+
+
 def _build() -> None:
     if hasattr(torch.ops, "revrnn") and hasattr(torch.ops.revrnn, "forward_chunk"):
         return
@@ -116,9 +129,52 @@ def _build() -> None:
         os.environ["PATH"] = path + os.pathsep + bindir
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        cpp_load(name="revrnn_native", sources=[str(SOURCE_DIR / s) for s in CPU_SOURCES],
-                 extra_cflags=list(CFLAGS), extra_include_paths=[str(SOURCE_DIR)], build_directory=str(out),
-                 is_python_module=False, verbose=False)
+        cuda = _with_cuda()
+        sources = [str(SOURCE_DIR / s) for s in CPU_SOURCES + (CUDA_SOURCES if cuda else ())]
+        cpp_load(name="revrnn_native", sources=sources, extra_cflags=list(CFLAGS),
+                 extra_cuda_cflags=list(CUDA_FLAGS), extra_include_paths=[str(SOURCE_DIR)], build_directory=str(out),
+                 is_python_module=False, verbose=False, with_cuda=cuda)
+        _state["cuda"] = cuda
+    _register_fakes()
+
+
+def _shapes(kind: int, forget: bool, K: int, B: int, H2: int) -> tuple[int, int, int]:
+    """(state blocks, saved floats per unit and half, recurrent weights) of a cell code."""
+    if kind == 1:
+        return 4, (4 if forget else 2) + 4, 2
+    return 2, 4, 4
+
+
+def _register_fakes() -> None:
+    """Shape functions, so that FakeTensor tracing (torch.compile, meta devices) sees each operator
+    as one node with the right outputs, without running it."""
+
+    def outs(kind, XP, state, forget, want_y, want_states, want_saved):
+        K, B, H2 = XP.shape[0], XP.shape[1], state[0].shape[1]
+        nb, W, n_rec = _shapes(kind, forget, K, B, H2)
+        i64 = dict(dtype=torch.int64, device=XP.device)
+        empty = XP.new_empty(0)
+        return (XP.new_empty(nb, B, H2, **i64),
+                XP.new_empty(K, B, 2 * H2) if want_y else empty,
+                XP.new_empty(K, nb, B, H2, **i64) if want_states else XP.new_empty(0, **i64),
+                XP.new_empty(2, K, W * B * H2) if want_saved else empty,
+                XP.new_empty(n_rec, K, B, H2) if want_saved else empty)
+
+    @torch.library.register_fake("revrnn::forward_chunk")
+    def _(kind, XP, state, wh, head, arena, meta, zprod, fmeta, m, forget, zero_guard, rounds, skip, want_y,
+          want_states, want_saved):
+        return outs(kind, XP, state, forget, want_y, want_states, want_saved)
+
+    @torch.library.register_fake("revrnn::reverse_chunk")
+    def _(kind, XP, state, wh, head, arena, meta, restore, m, forget, zero_guard, rounds, skip, want_y,
+          want_states, want_saved):
+        return outs(kind, XP, state, forget, want_y, want_states, want_saved)
+
+    @torch.library.register_fake("revrnn::backward_chunk")
+    def _(kind, acts, lefts, dstate, dY, whT, m, forget, zero_guard):
+        K, B, H2 = acts.shape[1], dstate[0].shape[0], dstate[0].shape[1]
+        blk = (5 if forget else 3) * H2 if kind == 1 else 3 * H2
+        return acts.new_empty(K, B, 2 * blk), acts.new_empty(len(dstate), B, H2)
 
 
 def enabled(device) -> bool:
@@ -127,7 +183,7 @@ def enabled(device) -> bool:
     if m == "reference":
         return False
     device = torch.device(device)
-    ok = device.type == "cpu" and load()
+    ok = load() and _supports(device)
     if not ok and m == "native":
         why = _state["error"] or f"no fused operators for {device.type} tensors"
         raise KernelsUnavailable(f"{KERNELS_ENV}=native but the fused operators are unavailable: {why}")
@@ -139,10 +195,36 @@ def enabled(device) -> bool:
     return ok
 
 
+def _supports(device: torch.device) -> bool:
+    """CPU always; a GPU once its operators have matched the reference path bit for bit there (the
+    CUDA file cannot be tested on machines without one, so it is checked where it runs)."""
+    if device.type == "cpu":
+        return True
+    if device.type != "cuda" or not _state["cuda"]:
+        return False
+    key = device.index if device.index is not None else torch.cuda.current_device()
+    checked = _state["checked"]
+    if key not in checked:
+        checked[key] = None  # while the check itself runs the fused path
+        ok, why = _state["checker"](torch.device("cuda", key)) if _state["checker"] else (False, "no check")
+        checked[key] = ok
+        if not ok:
+            _state["error"] = f"the CUDA operators disagree with the reference path on cuda:{key} ({why})"
+            warnings.warn(f"revrnn: {_state['error']}; using the reference path there", RuntimeWarning, stacklevel=3)
+    return checked[key] is not False
+
+
+def set_device_check(check) -> None:
+    """Register ``check(device) -> (ok, reason)``, run once per GPU before its fused path is used
+    (:mod:`.selfcheck`; registered here rather than imported, since it drives the whole engine)."""
+    _state["checker"] = check
+
+
 def describe(device) -> str:
     """One line saying which path a run on ``device`` uses (printed at the start of training)."""
     if enabled(device):
-        return f"fused C++ operators ({torch.device(device).type})"
+        kind = "CUDA" if torch.device(device).type == "cuda" else "C++"
+        return f"fused {kind} operators ({torch.device(device)})"
     why = "" if mode() == "reference" else f": {_state['error'] or 'none for this device'}"
     return f"reference PyTorch cells{why}"
 
@@ -235,4 +317,4 @@ class StoreChunk(torch.autograd.Function):
 
 
 __all__ = ["KERNELS_ENV", "KernelsUnavailable", "StoreChunk", "add_recurrent_grads", "backward_chunk", "build_dir",
-           "describe", "enabled", "forward_chunk", "kernels", "load", "mode", "reverse_chunk"]
+           "describe", "enabled", "forward_chunk", "kernels", "load", "mode", "reverse_chunk", "set_device_check"]

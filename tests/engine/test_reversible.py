@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from revrnn_cli.engine import RevGRU, RevLSTM, RevState, ReversalError
+from revrnn_cli.engine import RevGRU, RevLSTM, RevState, ReversalError, native
 from revrnn_cli.engine.fixed_point import to_float
 from revrnn_cli.engine.reversible import check_recovered
 
+from .conftest import native_or_skip
 from .util import build_plan, forward_record, random_int_state, rel_diff, reverse_check, scale_params
 
 B, IN, H = 2, 4, 8
@@ -50,7 +51,7 @@ def exact_reversal(model, T, seed=0, x_scale=1.0):
 
 @pytest.mark.parametrize("cls", [RevGRU, RevLSTM])
 @pytest.mark.parametrize("layers", [1, 2, 3])
-def test_exact_reversal_all_depths(cls, layers):
+def test_exact_reversal_all_depths(cls, layers, path):
     model = make(cls, layers, dropout=0.3, weight_drop=0.3, top_size=6, chunk=7)
     scale_params(model, 2.0)
     exact_reversal(model, 300, seed=layers)
@@ -59,7 +60,7 @@ def test_exact_reversal_all_depths(cls, layers):
 @pytest.mark.parametrize("cls", [RevGRU, RevLSTM])
 @pytest.mark.parametrize("kw", [dict(forget=False), dict(max_forget_bits=None), dict(max_forget_bits=1),
                                 dict(max_forget_bits=5)], ids=str)
-def test_exact_reversal_variants(cls, kw):
+def test_exact_reversal_variants(cls, kw, path):
     """No-forgetting variants (no buffer) and the other forgetting limits, two layers."""
     model = make(cls, 2, dropout=0.2, weight_drop=0.2, **kw)
     scale_params(model, 3.0)
@@ -67,14 +68,14 @@ def test_exact_reversal_variants(cls, kw):
     assert (plan.buffers[0] is None) == (not kw.get("forget", True))
 
 
-def test_exact_reversal_gru_10k_steps():
+def test_exact_reversal_gru_10k_steps(path):
     """10,000 steps, two layers, locked dropout + DropConnect, top layer narrower than the others."""
     model = make(RevGRU, 2, dropout=0.25, weight_drop=0.25, top_size=6, chunk=16)
     scale_params(model, 2.0)
     exact_reversal(model, 10_000, seed=11)
 
 
-def test_exact_reversal_lstm_10k_steps():
+def test_exact_reversal_lstm_10k_steps(path):
     """10,000 steps of a RevLSTM with DropConnect (one layer: locked dropout acts between layers and is
     covered above) and saturating weights; a chunk that does not divide T."""
     model = make(RevLSTM, 1, weight_drop=0.3, chunk=13)
@@ -86,7 +87,15 @@ def test_exact_reversal_lstm_10k_steps():
                          ids=["lstm1", "lstm3-1bit", "gru2"])
 def test_exact_reversal_saturated_20k_steps(cls, layers, bits):
     """Every gate bias +20: the forget gates quantise to exactly 1 and a RevLSTM's c and h grow by about
-    1 per step, to ~20,000 (int32 states with 23 fractional bits hold 256). Every state comes back."""
+    1 per step, to ~20,000 (int32 states with 23 fractional bits hold 256). Every state comes back.
+    On the fused path (20x faster here); test_native.py shows the reference path follows the same
+    integer trajectory bit for bit, saturated gates included."""
+    native_or_skip()
+    with native.kernels("native"):
+        _saturated(cls, layers, bits)
+
+
+def _saturated(cls, layers, bits):
     T = 20_000
     model = make(cls, layers, max_forget_bits=bits)
     with torch.no_grad():
@@ -108,7 +117,7 @@ def test_exact_reversal_saturated_20k_steps(cls, layers, bits):
     check_recovered(plan, res["recovered"], h0, "test")
 
 
-def test_wrong_weights_in_reverse_are_detected():
+def test_wrong_weights_in_reverse_are_detected(path):
     """A reverse pass whose recomputation differs from the forward (here layer 1's biases moved by
     1e-4, as a non-bit-identical matmul would) must end in ReversalError."""
     model = make(RevLSTM, 2, dropout=0.2)
@@ -126,7 +135,7 @@ def test_wrong_weights_in_reverse_are_detected():
         check_recovered(plan, res["recovered"], h0, "test")
 
 
-def test_wrong_dropout_mask_in_reverse_is_detected():
+def test_wrong_dropout_mask_in_reverse_is_detected(path):
     model = make(RevGRU, 2, dropout=0.5)
     gen = torch.Generator().manual_seed(1)
     torch.manual_seed(1)
@@ -168,7 +177,7 @@ def run_mode(model, mode, x, h0_ints, seed, loss_weights):
     (3, 23, 4, dict(dropout=0.4, weight_drop=0.4, max_forget_bits=None)),
     (2, 30, 7, dict(dropout=0.3, forget=False)),
 ], ids=["1L", "2L-top6", "3L-nolimit", "2L-NF"])
-def test_reverse_and_store_agree(cls, layers, T, chunk, kw):
+def test_reverse_and_store_agree(cls, layers, T, chunk, kw, path):
     """Same loss and states exactly; gradients of every parameter, x and h0 equal to float rounding."""
     model = make(cls, layers, chunk=chunk, **kw)
     scale_params(model, 1.5)
@@ -194,7 +203,7 @@ def test_reverse_and_store_agree(cls, layers, T, chunk, kw):
         assert not torch.equal(y2, ys)
 
 
-def test_reverse_mode_without_state_loss_or_input_grad():
+def test_reverse_mode_without_state_loss_or_input_grad(path):
     """Loss on y only, x without grad, default (zero) initial state: still matches store."""
     model = make(RevLSTM, 2, dropout=0.2, chunk=6)
     x = torch.randn(20, B, IN)

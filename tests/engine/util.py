@@ -6,6 +6,7 @@ import torch
 
 from revrnn_cli.engine.fixed_point import STATE_DTYPE
 
+from revrnn_cli.engine import native
 from revrnn_cli.engine.reversible import Plan, effective_weights, forward_steps, make_buffers, reverse_steps
 
 
@@ -23,11 +24,12 @@ def scale_params(model, factor: float) -> None:
 
 
 def build_plan(model, batch: int, masks=None, weight_masks=None, chunk: int | None = None) -> Plan:
-    """A Plan for ``model``'s cells with the given (already sampled) masks; weights detached."""
+    """A Plan for ``model``'s cells with the given (already sampled) masks; weights detached. It runs
+    on the path the current setting selects (:func:`revrnn_cli.engine.native.kernels`)."""
     cells = list(model.cells)
     flat = [w.detach() for c in cells for w in c.weights()]
     return Plan(cells, effective_weights(cells, flat, weight_masks), masks or [None] * len(cells),
-                make_buffers(cells, batch, "cpu"), chunk or model.chunk)
+                make_buffers(cells, batch, "cpu"), chunk or model.chunk, native=native.enabled("cpu"))
 
 
 def random_int_state(model, batch: int, gen: torch.Generator, scale: float = 0.5) -> list[list[torch.Tensor]]:

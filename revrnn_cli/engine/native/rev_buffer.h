@@ -13,8 +13,6 @@
 
 namespace revrnn {
 
-enum Meta { POS = 0, SATURATED = 1, QMIN = 2, QMAX = 3, UNDERFLOW = 4, OVERFLOW = 5, META_SIZE = 6 };
-
 struct CpuBuffer {
   int64_t* head = nullptr;   // [n] per-unit heads
   uint8_t* arena = nullptr;  // the byte stack
@@ -63,7 +61,7 @@ struct CpuBuffer {
   // h[u] <- h[u] Z[u] / 1024 exactly, storing the lost bits; units with (u % width) < skip are
   // multiplied without storing anything (their values are kept elsewhere). z: the unquantised gate.
   void mul(int64_t* h, const int64_t* Z, const float* z, int64_t width, int64_t skip, int64_t* scratch) {
-    int64_t sat = 0;
+    int64_t sat = 0;  // counted only where the optimal bits are (forward passes), as the reference does
     if (rounds == 1) {
       for (int64_t u = 0; u < n; ++u) {
         int64_t Zu = Z[u];
@@ -94,8 +92,8 @@ struct CpuBuffer {
           h[u] = mul_finish(h[u], Z[u], rest[u], &head[u]);
       }
     }
-    meta[SATURATED] += sat;
     if (zprod != nullptr) {
+      meta[SATURATED] += sat;
       for (int64_t u = 0; u < n; ++u)
         if (!(skip && (u % width) < skip)) zprod[u] *= static_cast<double>(z[u]);
       fold();

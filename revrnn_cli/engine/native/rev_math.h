@@ -26,6 +26,9 @@ namespace revrnn {
 
 constexpr int FORGET_BITS = 10;
 constexpr int64_t FORGET_ONE = 1 << FORGET_BITS;
+
+// The layout of the buffer's device counters ``meta`` (revrnn_cli/engine/buffer.py).
+enum Meta { POS = 0, SATURATED = 1, QMIN = 2, QMAX = 3, UNDERFLOW = 4, OVERFLOW = 5, META_SIZE = 6 };
 constexpr int64_t LOW_MASK = FORGET_ONE - 1;
 constexpr int64_t HEAD_FLOOR = FORGET_ONE;  // L: heads live in [L, 256 L)
 constexpr int WORD_BITS = 8;
