@@ -4,6 +4,8 @@
 #   make test   install, then run the test suite
 #   make bench  install, then time reverse vs store vs nn.LSTM (see docs/results.md)
 #   make sweep-repeat  install, then re-measure the repeat-task sweep of docs/results.md §7
+#   make gpu-check     install, then on a CUDA machine: exactness, speed against cuDNN, memory, a short
+#                      training run; one JSON summary (scripts/gpu_check.py)
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -12,7 +14,7 @@ PY     := $(VENV)/bin/python
 TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run verify test bench sweep-repeat clean
+.PHONY: install run verify test bench sweep-repeat gpu-check clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +36,9 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) scripts/bench_engine.py
+
+gpu-check: $(STAMP)
+	$(PY) scripts/gpu_check.py
 
 sweep-repeat: $(STAMP)
 	OMP_NUM_THREADS=1 $(PY) scripts/sweep_repeat.py --out runs/repeat_sweep.jsonl

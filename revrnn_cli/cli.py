@@ -72,7 +72,8 @@ def _forget_bits(value: Optional[str]):
 # CLI option -> VerifyConfig field, so that a validation error names the flag the user typed
 _VERIFY_FLAGS = {"cell": "--cell", "layers": "--layers", "hidden": "--hidden", "input_size": "--input-size",
                  "batch": "--batch", "steps": "--steps", "max_forget_bits": "--max-forget-bits", "seed": "--seed",
-                 "top_size": "--top-size", "chunk": "--chunk", "dropout": "--dropout", "weight_drop": "--weight-drop"}
+                 "top_size": "--top-size", "chunk": "--chunk", "dropout": "--dropout", "weight_drop": "--weight-drop",
+                 "device": "--device"}
 
 
 @app.command("verify-reversal")
@@ -92,6 +93,7 @@ def verify_reversal(
     weight_drop: Optional[float] = typer.Option(None, "--weight-drop", min=0.0, max=0.99, help="DropConnect on recurrent weights \\[0.2]."),
     chunk: Optional[int] = typer.Option(None, "--chunk", min=1, help="Steps per batched input projection \\[16]."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed \\[0]."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda[:N] \\[cpu]."),
     no_grad_check: bool = typer.Option(False, "--no-grad-check", help="Skip the reverse-vs-store gradient comparison."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
 ):
@@ -101,7 +103,8 @@ def verify_reversal(
     cell = cell.value if cell is not None else None
     overrides = {k: v for k, v in dict(cell=cell, layers=layers, hidden=hidden, top_size=top_size,
                                        input_size=input_size, batch=batch, steps=steps, dropout=dropout,
-                                       weight_drop=weight_drop, chunk=chunk, seed=seed).items() if v is not None}
+                                       weight_drop=weight_drop, chunk=chunk, seed=seed,
+                                       device=device).items() if v is not None}
     if max_forget_bits is not None:
         overrides["max_forget_bits"] = None if max_forget_bits == "none" else max_forget_bits
     if no_forget:

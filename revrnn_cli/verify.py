@@ -52,6 +52,7 @@ class VerifyConfig(BaseModel):
     weight_drop: float = Field(0.2, ge=0.0, lt=1.0)
     chunk: int = Field(16, ge=1)
     seed: int = 0
+    device: str = "cpu"  # cpu or cuda[:N]
     check_gradients: bool = True
     gate_bias: float = 0.0  # added to every gate's bias: 20 saturates them (forget gates at exactly 1)
 
@@ -66,6 +67,13 @@ class VerifyConfig(BaseModel):
     @classmethod
     def _bits(cls, v):
         return parse_forget_bits(v)
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v):
+        if v != "cpu" and not v.startswith("cuda"):
+            raise ValueError(f"must be cpu or cuda[:N], got {v!r}")
+        return v
 
     def describe(self) -> str:
         bits = "none" if self.max_forget_bits is None else self.max_forget_bits
@@ -91,15 +99,18 @@ def build_model(cfg: VerifyConfig):
 def verify(cfg: VerifyConfig) -> dict:
     """Run the check for one configuration; returns a JSON-serialisable report."""
     deterministic_settings()
+    device = torch.device(cfg.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {cfg.device!r} requested but CUDA is not available")
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg).train()
-    x = torch.randn(cfg.steps, cfg.batch, cfg.input_size)
+    model = build_model(cfg).train().to(device)
+    x = torch.randn(cfg.steps, cfg.batch, cfg.input_size).to(device)
     blocks = 4 if cfg.cell == "revlstm" else 2
     record_bytes = cfg.steps * cfg.batch * sum(c.hidden_size for c in model.cells) * blocks // 2 * STATE_BYTES
     if record_bytes > MAX_RECORD_BYTES:
         raise ValueError(f"recording every state would take {record_bytes / 2**30:.1f} GiB; "
                          "reduce --steps, --batch or --hidden")
-    report = {"config": cfg.model_dump(), "description": cfg.describe()}
+    report = {"config": cfg.model_dump(), "description": cfg.describe(), "kernels": native.describe(device)}
     try:
         report.update(_check_exactness(model, x))
         if cfg.check_gradients:
@@ -176,7 +187,7 @@ def _check_exactness(model, x) -> dict:
 def _check_gradients(model, x) -> dict:
     """Same model, data and dropout masks in both modes; loss on every output and the final state."""
     gen = torch.Generator().manual_seed(2)
-    proj = torch.randn(model.top_size, generator=gen)
+    proj = torch.randn(model.top_size, generator=gen).to(x.device)
     grads, losses, seconds = {}, {}, {}
     for mode in ("reverse", "store"):
         model.backprop = mode

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from revrnn_cli import cli
+from revrnn_cli.engine import native
 from revrnn_cli.engine.buffer import InformationBuffer
 from revrnn_cli.errors import EXIT_CHECK_FAILED, EXIT_NUMERIC, EXIT_OK, EXIT_USAGE
 from revrnn_cli.verify import GRAD_RTOL, VerifyConfig, verify
@@ -227,7 +228,8 @@ def broken_reversal(monkeypatch):
     """Flip the lowest bit of the state recovered by the last division of each buffer.
 
     The buffer itself is left consistent (it still empties), so only the state comparison can
-    notice: exactly the kind of silent corruption verify-reversal exists to catch.
+    notice: exactly the kind of silent corruption verify-reversal exists to catch. (On the reference
+    path, whose division is Python; the fused path is checked against it bit for bit elsewhere.)
     """
     original = InformationBuffer.div
 
@@ -236,6 +238,7 @@ def broken_reversal(monkeypatch):
         return out ^ 1 if self.multiplications == 0 else out
 
     monkeypatch.setattr(InformationBuffer, "div", div)
+    monkeypatch.setenv(native.KERNELS_ENV, "reference")
 
 
 @pytest.mark.parametrize("cell", ["revgru", "revlstm"])

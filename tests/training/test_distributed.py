@@ -182,8 +182,9 @@ def test_two_processes_match_one_process(runs, name):
             assert b["ratio_used"] == pytest.approx(a["ratio_used"], rel=1e-6)
     valid1, valid2 = [r for r in one if r["event"] == "valid"], [r for r in two if r["event"] == "valid"]
     assert len(valid2) == len(valid1) == 2
-    for a, b in zip(valid1, valid2):  # sharded evaluation, sums added over the ranks
-        assert b["tokens"] == a["tokens"] and b["loss"] == pytest.approx(a["loss"], rel=1e-6)
+    for a, b in zip(valid1, valid2):  # sharded evaluation, sums added over the ranks (of parameters that
+        # differ at the rounding level, see below: the same tolerance as the training losses)
+        assert b["tokens"] == a["tokens"] and b["loss"] == pytest.approx(a["loss"], rel=1e-5)
     assert train1[-1]["loss"] < train1[0]["loss"]  # it learns: the parameters moved
     p1, p2 = _params(d / f"one_{name}"), _params(d / f"ddp_{name}")
     for k in p1:
