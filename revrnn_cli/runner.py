@@ -12,6 +12,7 @@ per log line, always written) and the checkpoints ``last.pt`` and ``best.pt``.
 
 from __future__ import annotations
 
+import gc
 import math
 import random
 from contextlib import nullcontext
@@ -189,6 +190,7 @@ def _train_in(out_dir: Path, run: RunDirectory | None, spec, config, payload, ck
         else:
             log.log({"event": "start", "run_dir": str(out_dir), "name": spec.name, "device": str(device), "kernels": kernels,
                      "config_hash": config_hash(config), "parameters": sum(p.numel() for p in task.model.parameters())})
+        gc.freeze()  # the model, data and vocabulary live for the whole run: the collector need not rescan them
         try:
             summary = trainer.fit()
         finally:

@@ -14,6 +14,7 @@ plus backward of the same loss on the same input (the loss on every output, as a
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import statistics
 import sys
@@ -38,6 +39,7 @@ def main() -> None:
     ap.add_argument("--chunk", type=int, default=16, help="steps per batched input projection")
     ap.add_argument("--kernels", choices=native.MODES, default="auto", help="step path (REVRNN_KERNELS)")
     ap.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    ap.add_argument("--gc-freeze", action="store_true", help="gc.freeze() before timing")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -67,6 +69,8 @@ def main() -> None:
         (y @ proj).sum().backward()
 
     variants = {"reverse": rev_step("reverse"), "store": rev_step("store"), "baseline": base_step}
+    if args.gc_freeze:
+        gc.freeze()  # what a training run does after building its model: the collector skips them
     with native.kernels(args.kernels):
         for fn in variants.values():  # warm-up: allocator, MKL packing, building the operators
             fn()

@@ -295,12 +295,12 @@ class StoreChunk(torch.autograd.Function):
     keeping its activations (as ordinary autograd would); backward is the fused local backward."""
 
     @staticmethod
-    def forward(ctx, cell, buf, out_blocks: list, blocks, XP, *tensors):
+    def forward(ctx, cell, buf, out_blocks: list, transposed, blocks, XP, *tensors):
         nb = cell.n_blocks
         Wh = tensors[nb:]
         st, Y, _, saved = forward_chunk(cell, XP, blocks, Wh, buf, want_y=True, want_saved=True)
         out_blocks[:] = st
-        ctx.cell, ctx.batch = cell, XP.shape[1]
+        ctx.cell, ctx.batch, ctx.transposed = cell, XP.shape[1], transposed
         ctx.save_for_backward(*saved, *Wh)
         return (Y, *[to_float(b) for b in st])
 
@@ -309,11 +309,11 @@ class StoreChunk(torch.autograd.Function):
         cell = ctx.cell
         acts, lefts, *Wh = ctx.saved_tensors
         dstate = [d if d is not None else acts.new_zeros(ctx.batch, cell.half) for d in dst]
-        WhT = [w.t().contiguous() for w in Wh]
+        WhT = ctx.transposed()  # made once per pass, shared by its chunks
         dXP, ds = backward_chunk(cell, (acts, lefts), dstate, dY.contiguous() if dY is not None else None, WhT)
         dW = [torch.zeros_like(w) for w in Wh]
         add_recurrent_grads(cell, (acts, lefts), dXP, dW)
-        return (None, None, None, None, dXP, *ds, *dW)
+        return (None, None, None, None, None, dXP, *ds, *dW)
 
 
 __all__ = ["KERNELS_ENV", "KernelsUnavailable", "StoreChunk", "add_recurrent_grads", "backward_chunk", "build_dir",

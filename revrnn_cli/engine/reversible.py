@@ -25,6 +25,7 @@ the one autograd primitive of :mod:`.segment`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Callable
 
 import torch
@@ -59,6 +60,7 @@ class Plan:
     restore: Callable[[int, int], Tensor | None] | None = None
     native: bool = False  # run the fused operators (:mod:`.native`) instead of the eager cells
     ranges: list = field(default_factory=list)  # per layer: (lo, hi) on the device, or None
+    _transposed: dict = field(default_factory=dict, repr=False)
 
     def project(self, l: int, X: Tensor, a: int, b: int) -> Tensor:
         """Layer l's projected inputs for steps [a, b), padded steps replaced by identity steps."""
@@ -76,6 +78,13 @@ class Plan:
         if self.restore is None or not self.cells[l].lossy_units:
             return None
         return torch.stack([self.restore(l, t) for t in range(a, b)])
+
+    def recurrent_transposed(self, l: int) -> list[Tensor]:
+        """Layer l's recurrent weights transposed and contiguous, made once per pass: the backward's
+        per-step products with them run a third faster than with transposed views."""
+        if l not in self._transposed:
+            self._transposed[l] = [w.t().contiguous() for w in self.weights[l][2:]]
+        return self._transposed[l]
 
     def reserve(self, l: int, steps: int) -> None:
         """Stack space for ``steps`` steps of layer l, checked once per chunk (no read inside a step)."""
@@ -253,7 +262,7 @@ def _backward_chunk(plan, a, b, inputs, saved, Y_top, dstate, dy_chunk, dx_chunk
     for l in range(len(cells) - 1, -1, -1):
         cell, (wx, _, *Wh), sv = cells[l], plan.weights[l], saved[l]
         h2 = cell.half
-        WhT = [w.t().contiguous() for w in Wh]  # once per chunk: the per-step products run on them
+        WhT = plan.recurrent_transposed(l)
         if plan.native:
             dXP, dstate[l] = native.backward_chunk(cell, sv, dstate[l], dY, WhT)
         else:
@@ -295,7 +304,8 @@ def store_steps(plan: Plan, state: list, state_f: list, steps: int, x_chunk: XCh
             XP = plan.project(l, X, a, b)
             if plan.native:
                 new_blocks: list = []
-                Y, *floats = native.StoreChunk.apply(cell, plan.buffers[l], new_blocks, state[l], XP,
+                Y, *floats = native.StoreChunk.apply(cell, plan.buffers[l], new_blocks,
+                                                     partial(plan.recurrent_transposed, l), state[l], XP,
                                                      *state_f[l], *Wh)
                 state[l], state_f[l] = new_blocks, floats
             else:
