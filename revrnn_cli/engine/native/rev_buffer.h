@@ -60,75 +60,150 @@ struct CpuBuffer {
 
   // h[u] <- h[u] Z[u] / 1024 exactly, storing the lost bits; units with (u % width) < skip are
   // multiplied without storing anything (their values are kept elsewhere). z: the unquantised gate.
+  // scratch: at least 2 n int64.
   void mul(int64_t* h, const int64_t* Z, const float* z, int64_t width, int64_t skip, int64_t* scratch) {
-    int64_t sat = 0;  // counted only where the optimal bits are (forward passes), as the reference does
     if (rounds == 1) {
-      for (int64_t u = 0; u < n; ++u) {
-        int64_t Zu = Z[u];
-        sat += Zu == FORGET_ONE;
-        if (skip && (u % width) < skip) {
-          h[u] = floor_mul(h[u], Zu);
-          continue;
-        }
-        int64_t rest;
-        if (emit_count(head[u], Zu, 1, &rest)) push(static_cast<uint8_t>(head[u] & 0xFF));
-        h[u] = mul_finish(h[u], Zu, rest, &head[u]);
-      }
+      mul1(h, Z, width, skip, scratch);
     } else {
-      int64_t* rest = scratch;  // [n]
-      int8_t* count = reinterpret_cast<int8_t*>(scratch + n);
-      for (int64_t u = 0; u < n; ++u) {
-        bool lossy = skip && (u % width) < skip;
-        count[u] = lossy ? 0 : static_cast<int8_t>(emit_count(head[u], Z[u], rounds, &rest[u]));
-      }
-      for (int j = rounds; j >= 1; --j)
-        for (int64_t u = 0; u < n; ++u)
-          if (count[u] >= j) push(emitted_byte(head[u], count[u], j));
-      for (int64_t u = 0; u < n; ++u) {
-        sat += Z[u] == FORGET_ONE;
-        if (skip && (u % width) < skip)
-          h[u] = floor_mul(h[u], Z[u]);
-        else
-          h[u] = mul_finish(h[u], Z[u], rest[u], &head[u]);
-      }
+      mul_rounds(h, Z, width, skip, scratch);
     }
     if (zprod != nullptr) {
-      meta[SATURATED] += sat;
+      int64_t sat = 0;
+      for (int64_t u = 0; u < n; ++u) sat += Z[u] == FORGET_ONE;
+      meta[SATURATED] += sat;  // counted with the optimal bits (forward passes), as the reference does
       for (int64_t u = 0; u < n; ++u)
         if (!(skip && (u % width) < skip)) zprod[u] *= static_cast<double>(z[u]);
       fold();
     }
   }
 
+  // One byte at most per unit. The arithmetic of every unit is independent (and vectorises); only
+  // the placement of the emitted bytes is sequential, and branch-free: each unit writes its byte at
+  // the cursor, which advances only past the units that emit.
+  void mul1(int64_t* h, const int64_t* Z, int64_t width, int64_t skip, int64_t* scratch) {
+    int64_t* bytes = scratch;  // the byte each unit emits, or -1
+    const int64_t rows = n / width;
+    for (int64_t b = 0; b < rows; ++b)
+      for (int64_t j = 0; j < width; ++j) {
+        int64_t u = b * width + j;
+        bool lossy = j < skip;
+        int64_t Zu = Z[u], hd = head[u], hu = h[u];
+        bool e = !lossy && hd >= (Zu << WORD_BITS);
+        int64_t rest = e ? (hd >> WORD_BITS) : hd;
+        bytes[u] = e ? (hd & 0xFF) : -1;
+        int64_t X = (hu & LOW_MASK) + rest * FORGET_ONE;
+        int64_t q = small_div(X, Zu);
+        head[u] = lossy ? hd : q;
+        h[u] = lossy ? floor_mul(hu, Zu) : (X - q * Zu) + (hu >> FORGET_BITS) * Zu;
+      }
+    int64_t p = meta[POS];
+    if (p + n > capacity) {  // never, with the host's reservation; refuse rather than write past it
+      meta[OVERFLOW] = 1;
+      return;
+    }
+    for (int64_t u = 0; u < n; ++u) {
+      int64_t byte = bytes[u];
+      arena[p] = static_cast<uint8_t>(byte);
+      p += byte >= 0;
+    }
+    meta[POS] = p;
+  }
+
+  void mul_rounds(int64_t* h, const int64_t* Z, int64_t width, int64_t skip, int64_t* scratch) {
+    int64_t* rest = scratch;  // [n]
+    int8_t* count = reinterpret_cast<int8_t*>(scratch + n);
+    for (int64_t u = 0; u < n; ++u) {
+      bool lossy = skip && (u % width) < skip;
+      count[u] = lossy ? 0 : static_cast<int8_t>(emit_count(head[u], Z[u], rounds, &rest[u]));
+    }
+    for (int j = rounds; j >= 1; --j)
+      for (int64_t u = 0; u < n; ++u)
+        if (count[u] >= j) push(emitted_byte(head[u], count[u], j));
+    for (int64_t u = 0; u < n; ++u) {
+      if (skip && (u % width) < skip)
+        h[u] = floor_mul(h[u], Z[u]);
+      else
+        h[u] = mul_finish(h[u], Z[u], rest[u], &head[u]);
+    }
+  }
+
   // Inverse of mul; the lossy units are left as they are (the caller restores them).
   void div(int64_t* h, const int64_t* Z, int64_t width, int64_t skip, int64_t* scratch) {
-    int64_t qmin = meta[QMIN], qmax = meta[QMAX];
-    if (rounds == 1) {
-      for (int64_t u = n - 1; u >= 0; --u) {  // descending: the top byte belongs to the last unit
-        if (skip && (u % width) < skip) continue;
-        int64_t X, qh;
-        int64_t hd = div_start(h[u], Z[u], head[u], &X, &qh);
-        if (hd < HEAD_FLOOR) hd = (hd << WORD_BITS) + pop();
-        head[u] = hd;
-        qmin = qh < qmin ? qh : qmin;
-        qmax = qh > qmax ? qh : qmax;
-        h[u] = div_finish(X, qh);
-      }
-    } else {
-      int64_t* X = scratch;
-      int64_t* qh = scratch + n;
-      for (int64_t u = 0; u < n; ++u) {
-        if (skip && (u % width) < skip) continue;
-        head[u] = div_start(h[u], Z[u], head[u], &X[u], &qh[u]);
-        qmin = qh[u] < qmin ? qh[u] : qmin;
-        qmax = qh[u] > qmax ? qh[u] : qmax;
-      }
-      for (int r = 0; r < rounds; ++r)
-        for (int64_t u = n - 1; u >= 0; --u)
-          if (!(skip && (u % width) < skip) && head[u] < HEAD_FLOOR) head[u] = (head[u] << WORD_BITS) + pop();
-      for (int64_t u = 0; u < n; ++u)
-        if (!(skip && (u % width) < skip)) h[u] = div_finish(X[u], qh[u]);
+    if (rounds == 1 && small_states(h)) {
+      div1(h, Z, width, skip, scratch);
+      return;
     }
+    int64_t qmin = meta[QMIN], qmax = meta[QMAX];
+    int64_t* X = scratch;
+    int64_t* qh = scratch + n;
+    for (int64_t u = 0; u < n; ++u) {
+      if (skip && (u % width) < skip) continue;
+      head[u] = div_start(h[u], Z[u], head[u], &X[u], &qh[u]);
+      qmin = qh[u] < qmin ? qh[u] : qmin;
+      qmax = qh[u] > qmax ? qh[u] : qmax;
+    }
+    for (int r = 0; r < rounds; ++r)
+      for (int64_t u = n - 1; u >= 0; --u)  // descending: the top byte belongs to the last unit
+        if (!(skip && (u % width) < skip) && head[u] < HEAD_FLOOR) head[u] = (head[u] << WORD_BITS) + pop();
+    for (int64_t u = 0; u < n; ++u)
+      if (!(skip && (u % width) < skip)) h[u] = div_finish(X[u], qh[u]);
+    meta[QMIN] = qmin;
+    meta[QMAX] = qmax;
+  }
+
+  bool small_states(const int64_t* h) const {  // every |h| < 2^40: floor(h / Z) in float64 is exact
+    const int64_t lim = int64_t(1) << 40;
+    int64_t hi = 0, lo = 0;
+    for (int64_t u = 0; u < n; ++u) {
+      hi = h[u] > hi ? h[u] : hi;
+      lo = h[u] < lo ? h[u] : lo;
+    }
+    return hi < lim && lo > -lim;
+  }
+
+  // One byte at most per unit and small states: the quotients in float64 (exact, see floor_div), all
+  // units at once; then the units that need a byte take the top ones, in unit order.
+  void div1(int64_t* h, const int64_t* Z, int64_t width, int64_t skip, int64_t* scratch) {
+    int64_t* X = scratch;
+    int64_t* qh = scratch + n;
+    const int64_t rows = n / width;
+    int64_t qmin = meta[QMIN], qmax = meta[QMAX], need = 0;
+    for (int64_t b = 0; b < rows; ++b)
+      for (int64_t j = 0; j < width; ++j) {
+        int64_t u = b * width + j;
+        bool lossy = j < skip;
+        int64_t Zu = Z[u], hu = h[u];
+        int64_t q = static_cast<int64_t>(floor(static_cast<double>(hu) / static_cast<double>(Zu)));
+        int64_t x = hu - q * Zu + head[u] * Zu;
+        int64_t hd = x >> FORGET_BITS;
+        X[u] = x;
+        qh[u] = q;
+        head[u] = lossy ? head[u] : hd;
+        need += !lossy && hd < HEAD_FLOOR;
+        qmin = (!lossy && q < qmin) ? q : qmin;
+        qmax = (!lossy && q > qmax) ? q : qmax;
+      }
+    int64_t start = meta[POS] - need;
+    if (start < 0) {
+      meta[UNDERFLOW] = 1;
+      start = 0;
+      need = meta[POS];
+    }
+    int64_t k = start;
+    for (int64_t b = 0; b < rows; ++b)
+      for (int64_t j = skip; j < width; ++j) {
+        int64_t u = b * width + j;
+        bool nd = head[u] < HEAD_FLOOR && k < start + need;
+        int64_t byte = nd ? arena[k] : 0;
+        head[u] = nd ? (head[u] << WORD_BITS) + byte : head[u];
+        k += nd;
+      }
+    meta[POS] = start;
+    for (int64_t b = 0; b < rows; ++b)
+      for (int64_t j = skip; j < width; ++j) {
+        int64_t u = b * width + j;
+        h[u] = div_finish(X[u], qh[u]);
+      }
     meta[QMIN] = qmin;
     meta[QMAX] = qmax;
   }
