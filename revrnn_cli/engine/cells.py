@@ -285,6 +285,23 @@ class RevGRUCell(_RevCell):
         return _store_update(self, buf, ha, ha_f, z, u, skip=skip)
 
 
+CELL_UPDATES = ("paper", "bounded")
+"""The RevLSTM's update rules (see :class:`RevLSTMCell`)."""
+
+
+def parse_cell_update(value, cell: str = "revlstm", forget: bool = True) -> str:
+    """The one validator of the RevLSTM's update rule (specs, the layers, the cell): ``paper`` or
+    ``bounded`` (see :class:`RevLSTMCell`). Only the RevLSTM with forget gates has a choice: the
+    RevGRU's update is convex already, and the no-forgetting cell has no gate to weigh a convex
+    combination with (its multiplier is exactly 1)."""
+    if value not in CELL_UPDATES:
+        raise ValueError(f"cell_update must be one of {', '.join(CELL_UPDATES)}, got {value!r}")
+    if value != "paper" and (cell != "revlstm" or not forget):
+        what = cell if forget else f"{cell} without forgetting (forget=false)"
+        raise ValueError(f"cell_update={value} applies to revlstm with forget gates, not to {what}")
+    return value
+
+
 class RevLSTMCell(_RevCell):
     """Reversible LSTM cell (digest §1.2).
 
@@ -293,14 +310,61 @@ class RevLSTMCell(_RevCell):
     are f (forget c), g (candidate), i (input), o (output), p (forget h); they are stored here in
     the column order [f, p, i, o, g] so that the four sigmoids, the two squashes and the two gate
     quantisations each run as one operation. The no-forgetting cell has only [i, o, g].
+
+    **Update rules** (``cell_update``). Per half, with the gates computed from [x; h_other] and
+    F = round(1024 f), P = round(1024 p) the quantised forget gates, q_f = F/1024, q_p = P/1024,
+    Mul(s, Q) the exact buffer multiplication (s Q/1024, lost bits stored) and [v] = round(2^23 v):
+
+    ``paper`` (the paper's and the reference code's cell)::
+
+        c' = Mul(c, F) + [i g]                      h' = Mul(h, P) + [o tanh(c')]
+
+    Once F and P round to 1024 (f, p >= 1 - 2^-11) a unit adds up to 1 per step to c and h: an
+    integrator; with p just below 1, |h| still settles near |o tanh(c')| / (1 - p), up to 1024.
+    Gates read h, so a larger |h| saturates more gates: after one large update (lr 20, clip 0.25)
+    the states grow by about 1 per step and training diverges (docs/stability.md).
+
+    ``bounded`` (convex updates, as the GRU's; the additive term is weighed by the quantised gate)::
+
+        c' = Mul(c, F) + [((1 - q_f) i) g]          h' = Mul(h, P) + [((1 - q_p) o) tanh(c')]
+
+    (the products evaluated in float32 in that order; 1 - q is exact). Each update is a convex
+    combination of the old state and a term in [-1, 1], up to Mul's low digit (< Q 2^-23) and the
+    rounding (2^-24), so |c|, |h| <= 1 + 2^-3 for every step count (with Q <= 1023 the fixed point
+    of M = (Q/1024) M + (1 - Q/1024) + Q 2^-23 + 2^-24 is below 1.125; Q = 1024 leaves the state
+    unchanged). A gate at exactly 1 now *holds* the state instead of integrating, and |h| <= 1.125
+    keeps the gates' pre-activations as bounded as an LSTM's.
+
+    **Inverse** (both rules; half 2 first, then half 1; h before c, since h' used the new c'):
+    recompute the gates from (x, h_other) and F, P, q from them, then
+    h = Div(h' - U_h, P), c = Div(c' - U_c, F) with U_h, U_c recomputed bit for bit from the same
+    formulas (they depend only on the gates, on c' and on P, F).
+
+    **Gradients** (straight-through: the quantised gate's value, the gradient passed to the float
+    gate, §3.6). With a = i g, b = o tanh(c') and upstream gradients dc', dh' (dc' already includes
+    h's share through tanh(c')):
+
+        paper:    dh = q_p dh'       dp = dh' h          do = dh' tanh(c')          dc' += dh' o (1 - tanh²c')
+                  dc = q_f dc'       df = dc' c          di = dc' g        dg = dc' i
+        bounded:  dh = q_p dh'       dp = dh' (h - b)    do = dh' (1 - q_p) tanh(c')
+                  dc' += dh' (1 - q_p) o (1 - tanh²c')
+                  dc = q_f dc'       df = dc' (c - a)    di = dc' (1 - q_f) g   dg = dc' (1 - q_f) i
+
+    then through the squash (x m), the sigmoids and tanh to the pre-activations; a and b are the
+    float values. Reverse mode (:meth:`_backhalf`) and store mode (:meth:`_store_half`) implement the
+    same formulas.
     """
 
     n_blocks = 4
     kind = 1
 
-    def __init__(self, input_size: int, hidden_size: int, max_forget_bits: int | None = 3, forget: bool = True):
+    def __init__(self, input_size: int, hidden_size: int, max_forget_bits: int | None = 3, forget: bool = True,
+                 cell_update: str = "paper"):
         super().__init__(input_size, hidden_size, max_forget_bits, forget)
         self.muls_per_step = 4 if forget else 0  # c1, h1, c2, h2
+        self.cell_update = parse_cell_update(cell_update, "revlstm", forget)
+        self.bounded = self.cell_update == "bounded"
+        self.kind = 2 if self.bounded else 1  # the fused operators' code of this update rule
         H2 = hidden_size // 2
         self.n_gates = 5 if forget else 3
         self.block = self.n_gates * H2
@@ -334,6 +398,23 @@ class RevLSTMCell(_RevCell):
         o0 = 2 * self.half if self.forget else 0
         return s[:, o0 : o0 + self.half], s[:, o0 + self.half : o0 + 2 * self.half]
 
+    def _weights(self, Z):
+        """(1 - F/1024, 1 - P/1024), the weights of the convex updates' additive terms (exact in
+        float32); (None, None) for the paper's update."""
+        if Z is None or not self.bounded:
+            return None, None
+        W = (FORGET_ONE - Z).to(torch.float32).mul_(_INV_FORGET_ONE)
+        return W[:, : self.half], W[:, self.half :]
+
+    # The additive terms as integers: the one definition that every pass uses (bit-identical).
+    @staticmethod
+    def _uc(i, g, wc):
+        return quantize_product(i if wc is None else wc * i, g)
+
+    @staticmethod
+    def _uh(o, tc, wh):
+        return quantize_product(o if wh is None else wh * o, tc)
+
     # state blocks: [h1, h2, c1, c2]
     def step(self, xp, state, Wh, buf):
         h1, h2, c1, c2 = state
@@ -346,13 +427,15 @@ class RevLSTMCell(_RevCell):
         s, g, fp = self.gates(xp, hb_f, wh)
         i, o = self._io(s)
         H2 = self.half
+        Z = None
         if self.forget:
             Z = self._quantise_z(fp)
             ca = buf.mul(ca, Z[:, :H2], fp[:, :H2])
-        ca = ca + quantize_product(i, g)
+        wc, wh_ = self._weights(Z)
+        ca = ca + self._uc(i, g, wc)
         if self.forget:
             ha = buf.mul(ha, Z[:, H2:], fp[:, H2:], skip)
-        return ha + quantize_product(o, torch.tanh(to_float(ca))), ca
+        return ha + self._uh(o, torch.tanh(to_float(ca)), wh_), ca
 
     def reverse_step(self, xp, state, Wh, buf, restore=None):
         h1, h2, c1, c2 = state
@@ -366,14 +449,14 @@ class RevLSTMCell(_RevCell):
         i, o = self._io(s)
         H2 = self.half
         tc = torch.tanh(to_float(ca_new))
-        ha_old = ha_new - quantize_product(o, tc)  # undo h first: it was updated last
-        ca_old = ca_new - quantize_product(i, g)
-        Z = None
+        Z = self._quantise_z(fp) if self.forget else None
+        wc, wh_ = self._weights(Z)
+        ha_old = ha_new - self._uh(o, tc, wh_)  # undo h first: it was updated last
+        ca_old = ca_new - self._uc(i, g, wc)
         if self.forget:
-            Z = self._quantise_z(fp)
             ha_old = self._restore(buf.div(ha_old, Z[:, H2:], skip), restore)
             ca_old = buf.div(ca_old, Z[:, :H2])
-        return ha_old, ca_old, (s, g, tc, hb_f, to_float(ha_old), to_float(ca_old), Z)
+        return ha_old, ca_old, (s, g, tc, hb_f, to_float(ha_old), to_float(ca_old), Z, wc, wh_)
 
     def backward(self, saved, dstate, Wh, dxp):
         s1, s2 = saved
@@ -384,19 +467,21 @@ class RevLSTMCell(_RevCell):
         return [dh1_old, dh2_old, dc1_old, dc2_old]
 
     def _backhalf(self, saved, dha, dca, dhb, wh, ds):
-        s, g, tc, _, ha_old_f, ca_old_f, Z = saved
+        s, g, tc, _, ha_old_f, ca_old_f, Z, wc, wh_ = saved
         H2, nf = self.half, self.n_gates - 1
         i, o = self._io(s)
-        dc = dca + (dha * o).mul_(1.0 - tc * tc)
+        dhu = dha if wh_ is None else dha * wh_  # upstream of h's additive term
+        dc = dca + (dhu * o).mul_(1.0 - tc * tc)
+        dcu = dc if wc is None else dc * wc  # upstream of c's additive term
         o0 = 2 * H2 if self.forget else 0
-        torch.mul(dc, g, out=ds[:, o0 : o0 + H2])  # upstream of i
-        torch.mul(dha, tc, out=ds[:, o0 + H2 : o0 + 2 * H2])  # upstream of o
-        if self.forget:
-            torch.mul(dc, ca_old_f, out=ds[:, :H2])  # upstream of f (through the multiplication)
-            torch.mul(dha, ha_old_f, out=ds[:, H2 : 2 * H2])  # upstream of p
+        torch.mul(dcu, g, out=ds[:, o0 : o0 + H2])  # upstream of i
+        torch.mul(dhu, tc, out=ds[:, o0 + H2 : o0 + 2 * H2])  # upstream of o
+        if self.forget:  # upstream of f and p: through the multiplication (and the convex weight)
+            torch.mul(dc, ca_old_f if wc is None else ca_old_f - i * g, out=ds[:, :H2])
+            torch.mul(dha, ha_old_f if wh_ is None else ha_old_f - o * tc, out=ds[:, H2 : 2 * H2])
             ds[:, : 2 * H2].mul_(self.m)  # the squash
         ds[:, : nf * H2].mul_(s - s * s)  # sigmoid'
-        torch.mul(dc * i, 1.0 - g * g, out=ds[:, nf * H2 :])  # tanh' of the candidate
+        torch.mul(dcu * i, 1.0 - g * g, out=ds[:, nf * H2 :])  # tanh' of the candidate
         if self.forget:
             zq = Z * _INV_FORGET_ONE
             dha, dc = dha * zq[:, H2:], dc * zq[:, :H2]
@@ -417,25 +502,42 @@ class RevLSTMCell(_RevCell):
         s, g, fp = self.gates(xp, hb_f, wh)
         i, o = self._io(s)
         H2 = self.half
-        f, p, Zc, Zh = None, None, None, None
+        f, p, Zc, Zh, Z = None, None, None, None, None
         if self.forget:
             Z = self._quantise_z(fp.detach())
             f, p, Zc, Zh = fp[:, :H2], fp[:, H2:], Z[:, :H2], Z[:, H2:]
-        ca, ca_f = _store_update(self, buf, ca, ca_f, f, i * g, Zc)
-        ha, ha_f = _store_update(self, buf, ha, ha_f, p, o * torch.tanh(ca_f), Zh, skip)
+        wc, wh_ = self._weights(Z)
+        Uc = self._uc(i.detach(), g.detach(), wc)
+        ca, ca_f = _store_update(self, buf, ca, ca_f, f, _convex_term(i * g, f, wc), Zc, U=Uc)
+        tc = torch.tanh(ca_f)
+        Uh = self._uh(o.detach(), tc.detach(), wh_)
+        ha, ha_f = _store_update(self, buf, ha, ha_f, p, _convex_term(o * tc, p, wh_), Zh, skip, U=Uh)
         return ha, ca, ha_f, ca_f
 
 
-def _store_update(cell: _RevCell, buf, h, h_f, z, u, Z=None, skip=0):
-    """One exact update h <- Mul(h, Z) + U with a straight-through autograd value (store mode)."""
+def _convex_term(a, gate, w):
+    """The autograd stand-in for an additive term (its value comes from the integers): ``a`` for
+    the paper's update; for the convex one, gradient w = 1 - q to ``a`` and -a to the gate."""
+    if w is None:
+        return a
+    return w * a - (gate - gate.detach()) * a.detach()
+
+
+def _store_update(cell: _RevCell, buf, h, h_f, z, u, Z=None, skip=0, U=None):
+    """One exact update h <- Mul(h, Z) + U with a straight-through autograd value (store mode).
+
+    ``U`` is the integer update if the caller computed it, else round(2^23 u); ``u`` carries the
+    gradient of the additive term."""
+    if U is None:
+        U = quantize_update(u.detach())
     if cell.forget:
         new, Z = cell._mul(buf, h, z.detach(), Z, skip)
-        new = new + quantize_update(u.detach())
+        new = new + U
         return new, _StraightThrough.apply(h_f, z, u, Z, new)
-    new = h + quantize_update(u.detach())
+    new = h + U
     return new, _StraightThrough.apply(h_f, None, u, None, new)
 
 
 CELLS = {"revgru": RevGRUCell, "revlstm": RevLSTMCell}
 
-__all__ = ["CELLS", "HIDDEN_UNIT", "RevGRUCell", "RevLSTMCell"]
+__all__ = ["CELLS", "CELL_UPDATES", "HIDDEN_UNIT", "RevGRUCell", "RevLSTMCell", "parse_cell_update"]

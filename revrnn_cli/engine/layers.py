@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .cells import CELLS
+from .cells import CELLS, parse_cell_update
 from .segment import DEFAULT_BACKPROP, Segment, SegmentOutput, choose_mode, resolve_backprop, run_segment
 
 
@@ -60,6 +60,10 @@ class ReversibleRNN(nn.Module):
         forget: False builds the no-forgetting variant (NF-RevGRU / NF-RevLSTM), which needs no buffer.
         dropout: locked (variational) dropout on the input of every layer but the first.
         weight_drop: DropConnect on the recurrent rows of every weight matrix.
+        cell_update: the RevLSTM's update rule, ``"paper"`` (h <- p h + o tanh(c), c <- f c + i g)
+            or ``"bounded"`` (convex: h <- p h + (1 - p) o tanh(c), c <- f c + (1 - f) i g, states
+            bounded by about 1); see :class:`~revrnn_cli.engine.cells.RevLSTMCell`. The RevGRU's
+            update is convex already and has only ``"paper"``.
         backprop: ``"reverse"`` or ``"store"``.
         chunk: steps whose input projections (and weight gradients) are batched into one matmul;
             the reverse pass holds one chunk of activations at a time.
@@ -68,7 +72,7 @@ class ReversibleRNN(nn.Module):
     def __init__(self, cell: str, input_size: int, hidden_size: int, num_layers: int = 1, *,
                  top_size: int | None = None, max_forget_bits: int | None = 3, forget: bool = True,
                  dropout: float = 0.0, weight_drop: float = 0.0, backprop: str | None = DEFAULT_BACKPROP,
-                 chunk: int = 16):
+                 chunk: int = 16, cell_update: str = "paper"):
         super().__init__()
         if cell not in CELLS:
             raise ValueError(f"cell must be one of {sorted(CELLS)}, got {cell!r}")
@@ -86,7 +90,10 @@ class ReversibleRNN(nn.Module):
         self.backprop = backprop
         sizes = [hidden_size] * (num_layers - 1) + [self.top_size]
         ins = [input_size] + sizes[:-1]
-        self.cells = nn.ModuleList(CELLS[cell](i, h, max_forget_bits, forget) for i, h in zip(ins, sizes))
+        parse_cell_update(cell_update, cell, forget)
+        extra = {"cell_update": cell_update} if cell == "revlstm" else {}
+        self.cells = nn.ModuleList(CELLS[cell](i, h, max_forget_bits, forget, **extra) for i, h in zip(ins, sizes))
+        self.cell_update = cell_update
         self.max_forget_bits = self.cells[0].max_forget_bits if forget else max_forget_bits  # as validated
         self.last_stats: dict = {}
 
@@ -100,7 +107,8 @@ class ReversibleRNN(nn.Module):
 
     def extra_repr(self) -> str:
         bits = self.max_forget_bits if self.forget else "no forgetting"
-        return f"{self.cell_type}, layers={self.num_layers}, max_forget_bits={bits}, backprop={self.backprop}"
+        upd = f", cell_update={self.cell_update}" if self.cell_update != "paper" else ""
+        return f"{self.cell_type}, layers={self.num_layers}, max_forget_bits={bits}{upd}, backprop={self.backprop}"
 
     # ---- state ----------------------------------------------------------------------------------
     def initial_state(self, batch: int, device=None) -> RevState:

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from torch import nn
 
+from ..engine.cells import parse_cell_update
 from ..engine.fixed_point import parse_forget_bits
 from ..engine.layers import RevState, ReversibleRNN
 from ..engine.segment import Segment
@@ -45,6 +46,7 @@ class LMConfig(BaseModel):
     layers: int = Field(1, ge=1, le=8)
     max_forget_bits: int | None = 3
     forget: bool = True  # False: the no-forgetting variants (NF-RevGRU / NF-RevLSTM)
+    cell_update: str = "paper"  # RevLSTM update rule: paper | bounded (engine.cells.RevLSTMCell)
     dropout: float = Field(0.4, ge=0, lt=1)
     dropouth: float = Field(0.3, ge=0, lt=1)
     dropouti: float = Field(0.4, ge=0, lt=1)
@@ -63,6 +65,7 @@ class LMConfig(BaseModel):
 
     @model_validator(mode="after")
     def _sizes(self):
+        parse_cell_update(self.cell_update, self.cell, self.forget)
         if self.reversible:
             for name in ("emb_size", "hidden_size"):
                 if getattr(self, name) % 2:
@@ -110,7 +113,8 @@ class RNNLanguageModel(nn.Module):
         common = dict(top_size=cfg.emb_size, dropout=cfg.dropouth, weight_drop=cfg.wdrop)
         if cfg.reversible:
             self.rnn = ReversibleRNN(cfg.cell, cfg.emb_size, cfg.hidden_size, cfg.layers, max_forget_bits=cfg.max_forget_bits,
-                                     forget=cfg.forget, chunk=cfg.chunk, backprop=backprop, **common)
+                                     forget=cfg.forget, chunk=cfg.chunk, backprop=backprop,
+                                     cell_update=cfg.cell_update, **common)
         else:
             self.rnn = BaselineRNN(cfg.cell, cfg.emb_size, cfg.hidden_size, cfg.layers, **common)
 

@@ -37,6 +37,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from ..engine.buffer import NullBuffer
+from ..engine.cells import parse_cell_update
 from ..engine.fixed_point import check_finite, parse_forget_bits
 from ..engine.layers import RevState, ReversibleRNN
 from ..engine.reversible import Plan, effective_weights, forward_steps
@@ -61,6 +62,7 @@ class NMTConfig(BaseModel):
     enc_max_forget_bits: int | None = 3  # -enc_max_forget 0.875 (3 bits), the scripts' default
     dec_max_forget_bits: int | None = 3  # -dec_max_forget 0.875
     forget: bool = True  # False: the no-forgetting variants
+    cell_update: str = "paper"  # RevLSTM update rule: paper | bounded (engine.cells.RevLSTMCell)
     dropouti: float = Field(0.4, ge=0, lt=1)  # locked dropout on the embedded inputs (both sides)
     dropouth: float = Field(0.4, ge=0, lt=1)  # locked dropout between layers
     dropouto: float = Field(0.4, ge=0, lt=1)  # locked dropout on the decoder's top outputs
@@ -103,6 +105,7 @@ class NMTConfig(BaseModel):
 
     @model_validator(mode="after")
     def _combinations(self):
+        parse_cell_update(self.cell_update, self.cell, self.forget)
         if self.reversible:
             for name in ("emb_size", "hidden_size"):
                 if getattr(self, name) % 2:
@@ -165,7 +168,8 @@ class Seq2Seq(nn.Module):
         self.src_emb = nn.Embedding(src_vocab, E)
         self.tgt_emb = nn.Embedding(tgt_vocab, E)
         if cfg.reversible:
-            common = dict(forget=cfg.forget, dropout=cfg.dropouth, chunk=cfg.chunk, backprop=backprop)
+            common = dict(forget=cfg.forget, dropout=cfg.dropouth, chunk=cfg.chunk, backprop=backprop,
+                          cell_update=cfg.cell_update)
             self.encoder = ReversibleRNN(cfg.cell, E, H, cfg.layers, max_forget_bits=cfg.enc_max_forget_bits, **common)
             self.decoder = ReversibleRNN(cfg.cell, E, H, cfg.layers, max_forget_bits=cfg.dec_max_forget_bits, **common)
             self.encoder.cells[-1].lossy_units = cfg.slice_units  # the slice is stored, not buffered

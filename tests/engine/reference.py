@@ -14,6 +14,8 @@ Layout (cells' docstrings):
 * Forget gates (GRU z, LSTM f and p) are squashed: z = m*sigmoid(a) + 1 - m, m = 1 - 2^-k
   (m = 1 without a limit). No-forgetting cells use a multiplier of exactly 1.
 * h1 is updated from the *old* h2, then h2 from the *new* h1; the LSTM's h uses tanh of the *new* c.
+* RevLSTM update rule (``cell_update``): ``paper`` c = f c + i g, h = p h + o tanh(c); ``bounded``
+  c = f c + (1 - f) i g, h = p h + (1 - p) o tanh(c).
 * State layout per layer: [h1, h2] (GRU) or [h1, h2, c1, c2] (LSTM), each block H/2 wide.
 """
 
@@ -34,6 +36,7 @@ class RefLayer:
         self.kind, self.p, self.hidden, self.half = kind, params, hidden, hidden // 2
         self.m, self.forget = m, forget
         self.n_blocks = 2 if kind == "gru" else 4
+        self.bounded = False
 
     @classmethod
     def from_cell(cls, cell, weight_masks: dict | None = None, requires_grad: bool = False) -> "RefLayer":
@@ -46,6 +49,7 @@ class RefLayer:
         ref = cls(kind, params, cell.hidden_size, squash_m(cell.max_forget_bits) if cell.forget else 0.0,
                   cell.forget)
         ref.weight_masks = {k: v.to(torch.float64) for k, v in (weight_masks or {}).items()}
+        ref.bounded = getattr(cell, "cell_update", "paper") == "bounded"
         return ref
 
     def w(self, name: str) -> torch.Tensor:
@@ -84,8 +88,9 @@ class RefLayer:
         if self.forget:
             f, p = self._squash(blk[0]), self._squash(blk[1])
             i, o, g = torch.sigmoid(blk[2]), torch.sigmoid(blk[3]), torch.tanh(blk[4])
-            c_new = f * c_a + i * g
-            h_new = p * h_a + o * torch.tanh(c_new)
+            c_new = f * c_a + ((1.0 - f) * i * g if self.bounded else i * g)
+            b = o * torch.tanh(c_new)
+            h_new = p * h_a + ((1.0 - p) * b if self.bounded else b)
         else:
             i, o, g = torch.sigmoid(blk[0]), torch.sigmoid(blk[1]), torch.tanh(blk[2])
             c_new = c_a + i * g

@@ -17,6 +17,8 @@ CONFIGS = [
     (RevLSTMCell, dict(max_forget_bits=5)),
     (RevLSTMCell, dict(max_forget_bits=None)),
     (RevLSTMCell, dict(forget=False)),
+    (RevLSTMCell, dict(cell_update="bounded")),
+    (RevLSTMCell, dict(cell_update="bounded", max_forget_bits=None)),
 ]
 IDS = [f"{c.__name__}-{kw}" for c, kw in CONFIGS]
 

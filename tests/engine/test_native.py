@@ -43,6 +43,7 @@ def run(model, x, path, mode, seed=1):
 CASES = [
     (RevLSTM, dict()), (RevLSTM, dict(max_forget_bits=None)), (RevLSTM, dict(forget=False)),
     (RevLSTM, dict(max_forget_bits=1, top_size=6)), (RevLSTM, dict(gate_bias=20.0)),
+    (RevLSTM, dict(cell_update="bounded")), (RevLSTM, dict(cell_update="bounded", gate_bias=20.0)),
     (RevGRU, dict()), (RevGRU, dict(max_forget_bits=None)), (RevGRU, dict(forget=False)),
     (RevGRU, dict(max_forget_bits=5, top_size=4)), (RevGRU, dict(gate_bias=20.0)),
 ]

@@ -38,6 +38,8 @@ CONFIGS = [
     (RevLSTM, dict(max_forget_bits=5)),
     (RevLSTM, dict(max_forget_bits=None)),
     (RevLSTM, dict(forget=False)),
+    (RevLSTM, dict(cell_update="bounded")),
+    (RevLSTM, dict(cell_update="bounded", max_forget_bits=None)),
 ]
 IDS = [f"{c.__name__}-{kw}" for c, kw in CONFIGS]
 
@@ -52,6 +54,7 @@ def make(cls, kw, layers=2, seed=0, scale=1.5):
 # ---- the reference is a correct differentiable function ------------------------------------------
 
 @pytest.mark.parametrize("cls,kw", [(RevGRU, {}), (RevLSTM, {}), (RevLSTM, dict(forget=False)),
+                                    (RevLSTM, dict(cell_update="bounded")),
                                     (RevGRU, dict(forget=False, max_forget_bits=None))], ids=str)
 def test_reference_gradcheck(cls, kw):
     torch.manual_seed(0)
@@ -100,6 +103,8 @@ def check_local(model, T=40, seed=0):
         N32 = to_float(new_all.reshape(T * B, -1)).double()
         mult = Q_GATE + F32_SLACK if cell.forget else 0.0  # multiplier error per unit of |state|
         base = (Q_DIGIT if cell.forget else 0.0) + Q_UPDATE + F32_SLACK
+        # a convex update weighs its additive term (|term| <= 1) by 1 - Z/1024 instead of 1 - z
+        conv_c = conv_h = Q_GATE if getattr(cell, "bounded", False) else 0.0
         if ref.kind == "gru":
             halves = [(1, 0, blk(P32, 1)), (2, 1, blk(N32, 0))]  # half 1 from old h2, half 2 from new h1
             for j, k, hb in halves:
@@ -113,11 +118,11 @@ def check_local(model, T=40, seed=0):
             for j, kh, kc, hb in halves:
                 h_want, c_want = ref.lstm_half(j, xin, hb, blk(P, kh), blk(P, kc))
                 errc = (blk(N, kc) - c_want).abs()
-                bc = mult * blk(P, kc).abs() + base
+                bc = mult * blk(P, kc).abs() + base + conv_c
                 assert bool((errc <= bc).all()), f"layer {l} c{j}: max excess {float((errc - bc).max())}"
                 # h uses tanh of the new c: |tanh(c) - tanh(c')| <= |c - c'| and o <= 1
                 errh = (blk(N, kh) - h_want).abs()
-                bh = mult * blk(P, kh).abs() + base + errc
+                bh = mult * blk(P, kh).abs() + base + conv_h + errc
                 assert bool((errh <= bh).all()), f"layer {l} h{j}: max excess {float((errh - bh).max())}"
                 worst = max(worst, float((errc / bc).max()), float((errh / bh).max()))
     return worst
@@ -127,7 +132,8 @@ def check_local(model, T=40, seed=0):
 def test_each_half_update_matches_reference_within_quantisation(cls, kw):
     """Per element: |engine - reference| <= (2^-11 + f32)|state_old| + 2^-13 + 2^-24 + f32 (forgetting
     cells: gate rounding + the buffer's low digit + update rounding), and 2^-24 + f32 for the
-    no-forgetting cells, whose multiplier must be exactly 1."""
+    no-forgetting cells, whose multiplier must be exactly 1. The bounded RevLSTM weighs its additive
+    term (at most 1 in size) by the quantised 1 - Z/1024: another 2^-11."""
     worst = check_local(make(cls, kw, scale=2.0))
     assert worst <= 1.0
 

@@ -43,9 +43,11 @@ def run_segments(model, segs, mode, seed=123):
     return out
 
 
-@pytest.mark.parametrize("cell, layers", [("revgru", 2), ("revlstm", 2), ("revlstm", 1)])
-def test_reverse_and_store_agree_over_carried_segments(cell, layers):
-    cfg = LMConfig(cell=cell, emb_size=8, hidden_size=12, layers=layers, chunk=8, max_forget_bits=3, **DROPS)
+@pytest.mark.parametrize("cell, layers, update", [("revgru", 2, "paper"), ("revlstm", 2, "paper"), ("revlstm", 1, "paper"),
+                                                  ("revlstm", 2, "bounded")])
+def test_reverse_and_store_agree_over_carried_segments(cell, layers, update):
+    cfg = LMConfig(cell=cell, emb_size=8, hidden_size=12, layers=layers, chunk=8, max_forget_bits=3, cell_update=update,
+                   **DROPS)
     torch.manual_seed(0)
     model = RNNLanguageModel(cfg, V, "reverse")
     segs = segments([21, 16, 5, 9])  # partial chunks, an exact chunk, a segment shorter than a chunk

@@ -42,13 +42,15 @@ def loss_and_grads(m, batch, seed=1):
     return res, {n: p.grad.clone() for n, p in m.named_parameters()}
 
 
-@pytest.mark.parametrize("cell", ["revgru", "revlstm"])
+@pytest.mark.parametrize("cell", ["revgru", "revlstm", "revlstm-bounded"])
 @pytest.mark.parametrize("context", ["emb+slice:3", "slice:6", "emb", "hidden"])
 def test_reverse_matches_store(cell, context):
     """Same loss bit for bit; gradients equal to float rounding (reverse recomputes, store stores)."""
     batch = make_batch()
-    res_r, g_r = loss_and_grads(model(cell, context, "reverse", layers=2), batch)
-    res_s, g_s = loss_and_grads(model(cell, context, "store", layers=2), batch)
+    cell, _, update = cell.partition("-")
+    kw = dict(layers=2, cell_update=update or "paper")
+    res_r, g_r = loss_and_grads(model(cell, context, "reverse", **kw), batch)
+    res_s, g_s = loss_and_grads(model(cell, context, "store", **kw), batch)
     assert torch.equal(res_r.loss_sum.detach(), res_s.loss_sum.detach())
     assert res_r.correct == res_s.correct
     for name in g_s:
@@ -78,10 +80,11 @@ def _encoder_plan(m, batch, restore=None, buffers=None):
                 m.active(batch.src_len, S), restore)
 
 
-@pytest.mark.parametrize("cell", ["revgru", "revlstm"])
+@pytest.mark.parametrize("cell", ["revgru", "revlstm", "revlstm-bounded"])
 def test_encoder_reversal_exact_with_padding_and_slice(cell):
     """Every intermediate state comes back bit for bit; slice units from their stored copy only."""
-    m = model(cell, "emb+slice:4", layers=2).eval()
+    cell, _, update = cell.partition("-")
+    m = model(cell, "emb+slice:4", layers=2, cell_update=update or "paper").eval()
     batch = make_batch(B=6, S=11)
     S, B = batch.src.shape
     x = m.src_emb(batch.src)
@@ -129,9 +132,10 @@ def test_slice_units_need_their_stored_copy():
         check_recovered(plan, state, h0, "encoder")
 
 
-@pytest.mark.parametrize("cell", ["revgru", "revlstm"])
+@pytest.mark.parametrize("cell", ["revgru", "revlstm", "revlstm-bounded"])
 def test_padded_steps_change_neither_state_nor_buffer(cell):
-    m = model(cell, "emb+slice:3").eval()
+    cell, _, update = cell.partition("-")
+    m = model(cell, "emb+slice:3", cell_update=update or "paper").eval()
     batch = make_batch(B=6, S=10)
     S, B = batch.src.shape
     x = m.src_emb(batch.src)

@@ -31,10 +31,12 @@ constexpr int64_t LSTM = 1;
 struct Cell {
   int64_t kind, H2, B, n_gates, blk, nb, W, n_rec;
   float m, omm;
-  bool forget, zero_guard;
+  bool forget, zero_guard, bounded;
   int64_t skip;
-  Cell(int64_t kind_, int64_t H2_, int64_t B_, double m_, bool forget_, bool zero_guard_, int64_t skip_)
-      : kind(kind_), H2(H2_), B(B_), forget(forget_), zero_guard(zero_guard_), skip(skip_) {
+  // cell codes: 0 RevGRU, 1 RevLSTM (the paper's update), 2 RevLSTM with the bounded (convex) update
+  Cell(int64_t code, int64_t H2_, int64_t B_, double m_, bool forget_, bool zero_guard_, int64_t skip_)
+      : kind(code >= 1 ? LSTM : GRU), H2(H2_), B(B_), forget(forget_), zero_guard(zero_guard_),
+        bounded(code == 2), skip(skip_) {
     m = static_cast<float>(m_);
     omm = static_cast<float>(1.0 - m_);
     if (kind == LSTM) {
@@ -51,6 +53,9 @@ struct Cell {
     blk = n_gates * H2;
   }
   int64_t n() const { return B * H2; }
+  // the bounded update's weight of an additive term, 1 - Z/1024 (exact in float32)
+  float weight(int64_t Z) const { return static_cast<float>(FORGET_ONE - Z) * INV_FORGET_ONE; }
+  float weigh(float x, int64_t Z) const { return bounded ? weight(Z) * x : x; }
 };
 
 CpuBuffer make_buffer(const c10::optional<Tensor>& head, const c10::optional<Tensor>& arena,
@@ -162,7 +167,7 @@ void lstm_half_forward(const Cell& c, CpuBuffer& buf, const Tensor& xp, const Te
   for (int64_t b = 0; b < c.B; ++b)
     for (int64_t j = 0; j < H2; ++j) {
       int64_t u = b * H2 + j;
-      cs[u] += quantize(sg[b * ns + of + j] * g[u]);  // + round(2^23 i g)
+      cs[u] += quantize(c.weigh(sg[b * ns + of + j], Zc[u]) * g[u]);  // + round(2^23 i g), i weighed if bounded
       cf[u] = to_float(cs[u]);
     }
   at::tanh_out(s.tc, s.cf);
@@ -171,7 +176,7 @@ void lstm_half_forward(const Cell& c, CpuBuffer& buf, const Tensor& xp, const Te
   for (int64_t b = 0; b < c.B; ++b)
     for (int64_t j = 0; j < H2; ++j) {
       int64_t u = b * H2 + j;
-      h[u] += quantize(sg[b * ns + of + H2 + j] * tc[u]);  // + round(2^23 o tanh(c))
+      h[u] += quantize(c.weigh(sg[b * ns + of + H2 + j], Zh[u]) * tc[u]);  // + round(2^23 o tanh(c))
       hf_out[u] = to_float(h[u]);
     }
   if (acts) lstm_save(c, acts, s);
@@ -246,12 +251,12 @@ void lstm_half_reverse(const Cell& c, CpuBuffer& buf, const Tensor& xp, const Te
     for (int64_t j = 0; j < H2; ++j) {
       int64_t u = b * H2 + j;
       const float* row = sg + b * ns;
-      h[u] -= quantize(row[of + H2 + j] * tc[u]);  // undo h first: it was updated last
-      cs[u] -= quantize(row[of + j] * g[u]);
       if (c.forget) {
         Zc[u] = quantize_gate(row[j] * c.m + c.omm, c.zero_guard);
         Zh[u] = quantize_gate(row[H2 + j] * c.m + c.omm, c.zero_guard);
       }
+      h[u] -= quantize(c.weigh(row[of + H2 + j], Zh[u]) * tc[u]);  // undo h first: it was updated last
+      cs[u] -= quantize(c.weigh(row[of + j], Zc[u]) * g[u]);
     }
   if (c.forget) {
     buf.div(h, Zh, H2, skip, s.tmp.data_ptr<int64_t>());
@@ -315,22 +320,30 @@ void lstm_half_backward(const Cell& c, const float* acts, float* dh, float* dc, 
       int64_t u = b * H2 + j;
       const float* row = sg + b * nsr;
       float si = row[of + j], so = row[of + H2 + j], g = G[u], tc = TC[u];
-      float dhu = dh[u];
-      float dcu = dc[u] + (dhu * so) * (1.0f - tc * tc);
+      float dhv = dh[u];
+      int64_t Zc = 0, Zh = 0;
+      if (c.forget) {  // Z of the forward, recomputed from the same sigmoids
+        Zc = quantize_gate(row[j] * c.m + c.omm, c.zero_guard);
+        Zh = quantize_gate(row[H2 + j] * c.m + c.omm, c.zero_guard);
+      }
+      float dhu = c.bounded ? dhv * c.weight(Zh) : dhv;  // upstream of h's additive term
+      float dcv = dc[u] + (dhu * so) * (1.0f - tc * tc);
+      float dcu = c.bounded ? dcv * c.weight(Zc) : dcv;  // upstream of c's additive term
       float* d = ds + b * ds_stride;
       d[of + j] = (dcu * g) * (si - si * si);
       d[of + H2 + j] = (dhu * tc) * (so - so * so);
       d[of + 2 * H2 + j] = (dcu * si) * (1.0f - g * g);
       if (c.forget) {
         float sf = row[j], sp = row[H2 + j];
-        d[j] = ((dcu * CO[u]) * c.m) * (sf - sf * sf);
-        d[H2 + j] = ((dhu * HO[u]) * c.m) * (sp - sp * sp);
-        // Z / 1024 of the forward, recomputed from the same sigmoid
-        dhu = dhu * (static_cast<float>(quantize_gate(sp * c.m + c.omm, c.zero_guard)) * INV_FORGET_ONE);
-        dcu = dcu * (static_cast<float>(quantize_gate(sf * c.m + c.omm, c.zero_guard)) * INV_FORGET_ONE);
+        float cterm = c.bounded ? CO[u] - si * g : CO[u];   // through the multiplication (and the weight)
+        float hterm = c.bounded ? HO[u] - so * tc : HO[u];
+        d[j] = ((dcv * cterm) * c.m) * (sf - sf * sf);
+        d[H2 + j] = ((dhv * hterm) * c.m) * (sp - sp * sp);
+        dhv = dhv * (static_cast<float>(Zh) * INV_FORGET_ONE);
+        dcv = dcv * (static_cast<float>(Zc) * INV_FORGET_ONE);
       }
-      dh[u] = dhu;
-      dc[u] = dcu;
+      dh[u] = dhv;
+      dc[u] = dcv;
     }
 }
 
@@ -423,7 +436,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> forward_chunk(
     Tensor xp = XP[t];
     float* a1 = acts ? acts + t * aw : nullptr;
     float* a2 = acts ? acts + (K + t) * aw : nullptr;
-    if (kind == LSTM) {
+    if (c.kind == LSTM) {
       std::copy(hf2, hf2 + n, s.hbf.data_ptr<float>());
       lstm_half_forward(c, buf, xp.narrow(1, 0, c.blk), wh[0], s, st, st + 2 * n, hf1, a1,
                         lefts ? lefts + t * n : nullptr, c.skip);
@@ -486,7 +499,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> reverse_chunk(
     const int64_t* rt = rs ? rs + t * c.B * skip : nullptr;
     // half 2 from the new h1, then half 1 from the recovered h2
     to_float_into(st, s.hbf.data_ptr<float>(), n);
-    if (kind == LSTM) {
+    if (c.kind == LSTM) {
       lstm_half_reverse(c, buf, xp.narrow(1, c.blk, c.blk), wh[1], s, st + n, st + 3 * n, a2,
                         lefts ? lefts + (K + t) * n : nullptr, 0, nullptr);
       to_float_into(st + n, s.hbf.data_ptr<float>(), n);
@@ -536,7 +549,7 @@ std::tuple<Tensor, Tensor> backward_chunk(int64_t kind, const Tensor& acts, cons
     Tensor dxp = dXP[t];
     float* dx = dxp.data_ptr<float>();
     const int64_t stride = 2 * c.blk;
-    if (kind == LSTM) {
+    if (c.kind == LSTM) {
       // half 2 (updated last), then half 1; each adds ds wh^T to the other half's h gradient
       lstm_half_backward(c, A + (K + t) * aw, d + n, d + 3 * n, dx + c.blk, stride);
       at::mm_out(mmo, dxp.narrow(1, c.blk, c.blk), whT[1]);

@@ -200,13 +200,19 @@ void gpu_div(GpuBuffer& b, int64_t* h, const int64_t* Z, int64_t width, int64_t 
 struct Cell {
   int64_t kind, H2, B, n_gates, blk, nb, W, n_rec, skip;
   float m, omm;
-  bool forget, zero_guard;
+  bool forget, zero_guard, bounded;
   REV_HD int64_t n() const { return B * H2; }
+  // the bounded update's weight of an additive term, 1 - Z/1024 (exact in float32)
+  REV_HD float weight(int64_t Z) const { return static_cast<float>(FORGET_ONE - Z) * INV_FORGET_ONE; }
+  REV_HD float weigh(float x, int64_t Z) const { return bounded ? weight(Z) * x : x; }
 };
 
-Cell make_cell(int64_t kind, int64_t H2, int64_t B, double m, bool forget, bool zero_guard, int64_t skip) {
+// cell codes: 0 RevGRU, 1 RevLSTM (the paper's update), 2 RevLSTM with the bounded update
+Cell make_cell(int64_t code, int64_t H2, int64_t B, double m, bool forget, bool zero_guard, int64_t skip) {
   Cell c;
+  const int64_t kind = code >= 1 ? LSTM : 0;
   c.kind = kind;
+  c.bounded = code == 2;
   c.H2 = H2;
   c.B = B;
   c.m = static_cast<float>(m);
@@ -214,7 +220,7 @@ Cell make_cell(int64_t kind, int64_t H2, int64_t B, double m, bool forget, bool 
   c.forget = forget;
   c.zero_guard = zero_guard;
   c.skip = skip;
-  if (kind == LSTM) {
+  if (c.kind == LSTM) {
     c.n_gates = forget ? 5 : 3;
     c.nb = 4;
     c.W = (c.n_gates - 1) + 4;
@@ -250,20 +256,22 @@ __global__ void k_lstm_gates(Cell c, const float* sg, int64_t* Zc, int64_t* Zh, 
   }
 }
 
-__global__ void k_lstm_c(Cell c, const float* sg, const float* g, int64_t* cs, float* cf, int64_t sign) {
+__global__ void k_lstm_c(Cell c, const float* sg, const float* g, const int64_t* Zc, int64_t* cs, float* cf,
+                         int64_t sign) {
   const int64_t ns = (c.n_gates - 1) * c.H2, of = c.forget ? 2 * c.H2 : 0;
   KERNEL_LOOP(u, c.n()) {
     int64_t b = u / c.H2, j = u % c.H2;
-    cs[u] += sign * quantize(sg[b * ns + of + j] * g[u]);
+    cs[u] += sign * quantize(c.weigh(sg[b * ns + of + j], c.bounded ? Zc[u] : 0) * g[u]);
     cf[u] = to_float(cs[u]);
   }
 }
 
-__global__ void k_lstm_h(Cell c, const float* sg, const float* tc, int64_t* h, float* hf, int64_t sign) {
+__global__ void k_lstm_h(Cell c, const float* sg, const float* tc, const int64_t* Zh, int64_t* h, float* hf,
+                         int64_t sign) {
   const int64_t ns = (c.n_gates - 1) * c.H2, of = c.forget ? 2 * c.H2 : 0;
   KERNEL_LOOP(u, c.n()) {
     int64_t b = u / c.H2, j = u % c.H2;
-    h[u] += sign * quantize(sg[b * ns + of + c.H2 + j] * tc[u]);
+    h[u] += sign * quantize(c.weigh(sg[b * ns + of + c.H2 + j], c.bounded ? Zh[u] : 0) * tc[u]);
     if (hf) hf[u] = to_float(h[u]);
   }
 }
@@ -381,11 +389,11 @@ void lstm_forward(const Cell& c, GpuBuffer& buf, const Tensor& xp, const Tensor&
                                                     s.zh.data_ptr<float>());
     gpu_mul(buf, cs, Zc, s.zf.data_ptr<float>(), c.H2, 0);
   }
-  k_lstm_c<<<blocks_for(n), THREADS, 0, st>>>(c, s.sg.data_ptr<float>(), s.gt.data_ptr<float>(), cs,
+  k_lstm_c<<<blocks_for(n), THREADS, 0, st>>>(c, s.sg.data_ptr<float>(), s.gt.data_ptr<float>(), Zc, cs,
                                               s.cf.data_ptr<float>(), 1);
   at::tanh_out(s.tc, s.cf);
   if (c.forget) gpu_mul(buf, h, Zh, s.zh.data_ptr<float>(), c.H2, skip);
-  k_lstm_h<<<blocks_for(n), THREADS, 0, st>>>(c, s.sg.data_ptr<float>(), s.tc.data_ptr<float>(), h, nullptr, 1);
+  k_lstm_h<<<blocks_for(n), THREADS, 0, st>>>(c, s.sg.data_ptr<float>(), s.tc.data_ptr<float>(), Zh, h, nullptr, 1);
   if (acts.defined()) save_lstm(c, acts, s);
 }
 
@@ -399,12 +407,13 @@ void lstm_reverse(const Cell& c, GpuBuffer& buf, const Tensor& xp, const Tensor&
   at::tanh_out(s.tc, s.cf);
   int64_t* Zc = s.zi.data_ptr<int64_t>();
   int64_t* Zh = Zc + n;
-  k_lstm_h<<<blocks_for(n), THREADS, 0, st>>>(c, s.sg.data_ptr<float>(), s.tc.data_ptr<float>(), h, nullptr, -1);
-  k_lstm_c<<<blocks_for(n), THREADS, 0, st>>>(c, s.sg.data_ptr<float>(), s.gt.data_ptr<float>(), cs,
-                                              s.cf.data_ptr<float>(), -1);
-  if (c.forget) {
+  if (c.forget)
     k_lstm_gates<<<blocks_for(n), THREADS, 0, st>>>(c, s.sg.data_ptr<float>(), Zc, Zh, s.zf.data_ptr<float>(),
                                                     s.zh.data_ptr<float>());
+  k_lstm_h<<<blocks_for(n), THREADS, 0, st>>>(c, s.sg.data_ptr<float>(), s.tc.data_ptr<float>(), Zh, h, nullptr, -1);
+  k_lstm_c<<<blocks_for(n), THREADS, 0, st>>>(c, s.sg.data_ptr<float>(), s.gt.data_ptr<float>(), Zc, cs,
+                                              s.cf.data_ptr<float>(), -1);
+  if (c.forget) {
     gpu_div(buf, h, Zh, c.H2, skip, restore, c.B);
     gpu_div(buf, cs, Zc, c.H2, 0, nullptr, c.B);
   }
@@ -466,21 +475,30 @@ __global__ void k_lstm_backward(Cell c, const float* acts, float* dh, float* dc,
     int64_t b = u / H2, j = u % H2;
     const float* row = acts + b * nsr;
     float si = row[of + j], so = row[of + H2 + j], g = G[u], tc = TC[u];
-    float dhu = dh[u];
-    float dcu = dc[u] + (dhu * so) * (1.0f - tc * tc);
+    float dhv = dh[u];
+    int64_t Zc = 0, Zh = 0;
+    if (c.forget) {
+      Zc = quantize_gate(row[j] * c.m + c.omm, c.zero_guard);
+      Zh = quantize_gate(row[H2 + j] * c.m + c.omm, c.zero_guard);
+    }
+    float dhu = c.bounded ? dhv * c.weight(Zh) : dhv;
+    float dcv = dc[u] + (dhu * so) * (1.0f - tc * tc);
+    float dcu = c.bounded ? dcv * c.weight(Zc) : dcv;
     float* d = ds + b * ds_stride;
     d[of + j] = (dcu * g) * (si - si * si);
     d[of + H2 + j] = (dhu * tc) * (so - so * so);
     d[of + 2 * H2 + j] = (dcu * si) * (1.0f - g * g);
     if (c.forget) {
       float sf = row[j], sp = row[H2 + j];
-      d[j] = ((dcu * CO[u]) * c.m) * (sf - sf * sf);
-      d[H2 + j] = ((dhu * HO[u]) * c.m) * (sp - sp * sp);
-      dhu = dhu * (static_cast<float>(quantize_gate(sp * c.m + c.omm, c.zero_guard)) * INV_FORGET_ONE);
-      dcu = dcu * (static_cast<float>(quantize_gate(sf * c.m + c.omm, c.zero_guard)) * INV_FORGET_ONE);
+      float cterm = c.bounded ? CO[u] - si * g : CO[u];
+      float hterm = c.bounded ? HO[u] - so * tc : HO[u];
+      d[j] = ((dcv * cterm) * c.m) * (sf - sf * sf);
+      d[H2 + j] = ((dhv * hterm) * c.m) * (sp - sp * sp);
+      dhv = dhv * (static_cast<float>(Zh) * INV_FORGET_ONE);
+      dcv = dcv * (static_cast<float>(Zc) * INV_FORGET_ONE);
     }
-    dh[u] = dhu;
-    dc[u] = dcu;
+    dh[u] = dhv;
+    dc[u] = dcv;
   }
 }
 
@@ -555,7 +573,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> forward_chunk(
     Tensor xp = XP[t];
     Tensor a1 = want_saved ? acts[0][t] : Tensor();
     Tensor a2 = want_saved ? acts[1][t] : Tensor();
-    if (kind == LSTM) {
+    if (c.kind == LSTM) {
       lstm_forward(c, buf, xp.narrow(1, 0, c.blk), wh[0], s, p, p + 2 * n, a1, L ? L + t * n : nullptr, skip);
       to_float_into(p, s.hbf.data_ptr<float>(), n, n, 0, 0);
       lstm_forward(c, buf, xp.narrow(1, c.blk, c.blk), wh[1], s, p + n, p + 3 * n, a2, L ? L + (K + t) * n : nullptr,
@@ -615,7 +633,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> reverse_chunk(
     Tensor a2 = want_saved ? acts[1][t] : Tensor();
     const int64_t* rt = rs ? rs + t * B * skip : nullptr;
     to_float_into(p, s.hbf.data_ptr<float>(), n, n, 0, 0);
-    if (kind == LSTM) {
+    if (c.kind == LSTM) {
       lstm_reverse(c, buf, xp.narrow(1, c.blk, c.blk), wh[1], s, p + n, p + 3 * n, a2, L ? L + (K + t) * n : nullptr,
                    0, nullptr);
       to_float_into(p + n, s.hbf.data_ptr<float>(), n, n, 0, 0);
@@ -652,7 +670,7 @@ std::tuple<Tensor, Tensor> backward_chunk(int64_t kind, const Tensor& acts, cons
     if (dYc.defined()) k_add_dy<<<blocks_for(2 * n), THREADS, 0, st>>>(dYc[t].data_ptr<float>(), d, n, H2);
     Tensor dxp = dXP[t];
     float* dx = dxp.data_ptr<float>();
-    if (kind == LSTM) {
+    if (c.kind == LSTM) {
       k_lstm_backward<<<blocks_for(n), THREADS, 0, st>>>(c, acts[1][t].data_ptr<float>(), d + n, d + 3 * n,
                                                          dx + c.blk, stride);
       at::mm_out(s.mm, dxp.narrow(1, c.blk, c.blk), whT[1]);
