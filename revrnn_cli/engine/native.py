@@ -37,7 +37,7 @@ MODES = ("auto", "native", "reference")
 SOURCE_DIR = Path(__file__).resolve().parent / "native"
 CPU_SOURCES = ("rev_ops_cpu.cpp",)
 CUDA_SOURCES = ("rev_ops_cuda.cu",)
-HEADERS = ("rev_math.h", "rev_buffer.h")
+HEADERS = ("rev_math.h", "rev_buffer.h", "rev_cell.h")
 CFLAGS = ("-O3", "-ffp-contract=off", "-fno-math-errno", "-march=native")
 CUDA_FLAGS = ("-O3", "--fmad=false")
 """No fused multiply-add (-ffp-contract=off, --fmad=false): every float operation rounds as written,

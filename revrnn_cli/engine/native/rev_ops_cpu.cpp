@@ -15,48 +15,13 @@
 #include <vector>
 
 #include "rev_buffer.h"
+#include "rev_cell.h"
 #include "rev_math.h"
 
 namespace revrnn {
 namespace {
 
 using at::Tensor;
-
-constexpr int64_t GRU = 0;
-constexpr int64_t LSTM = 1;
-// Saved per half-step for the local backward (floats per unit): the LSTM's sigmoids [B, (f p) i o]
-// row by row as computed, then g, tanh(c), h_old, c_old; the GRU's sigmoids [B, z r], then g, h_old.
-// The quantised gates are not saved: the backward recomputes them from the sigmoids, bit for bit.
-
-struct Cell {
-  int64_t kind, H2, B, n_gates, blk, nb, W, n_rec;
-  float m, omm;
-  bool forget, zero_guard, bounded;
-  int64_t skip;
-  // cell codes: 0 RevGRU, 1 RevLSTM (the paper's update), 2 RevLSTM with the bounded (convex) update
-  Cell(int64_t code, int64_t H2_, int64_t B_, double m_, bool forget_, bool zero_guard_, int64_t skip_)
-      : kind(code >= 1 ? LSTM : GRU), H2(H2_), B(B_), forget(forget_), zero_guard(zero_guard_),
-        bounded(code == 2), skip(skip_) {
-    m = static_cast<float>(m_);
-    omm = static_cast<float>(1.0 - m_);
-    if (kind == LSTM) {
-      n_gates = forget ? 5 : 3;
-      nb = 4;
-      W = (n_gates - 1) + 4;
-      n_rec = 2;
-    } else {
-      n_gates = 3;
-      nb = 2;
-      W = 4;
-      n_rec = 4;
-    }
-    blk = n_gates * H2;
-  }
-  int64_t n() const { return B * H2; }
-  // the bounded update's weight of an additive term, 1 - Z/1024 (exact in float32)
-  float weight(int64_t Z) const { return static_cast<float>(FORGET_ONE - Z) * INV_FORGET_ONE; }
-  float weigh(float x, int64_t Z) const { return bounded ? weight(Z) * x : x; }
-};
 
 CpuBuffer make_buffer(const c10::optional<Tensor>& head, const c10::optional<Tensor>& arena,
                       const c10::optional<Tensor>& meta, const c10::optional<Tensor>& zprod,
@@ -386,22 +351,6 @@ void gru_half_backward_zr(const Cell& c, const float* acts, const float* left, c
 
 // ---- the chunk loops ------------------------------------------------------------------------------
 
-struct Outputs {
-  Tensor state, y, states, acts, lefts;
-};
-
-Outputs make_outputs(const Cell& c, int64_t K, bool want_y, bool want_states, bool want_saved,
-                     const at::TensorOptions& f32) {
-  Outputs o;
-  auto i64 = f32.dtype(at::kLong);
-  o.state = at::empty({c.nb, c.B, c.H2}, i64);
-  o.y = want_y ? at::empty({K, c.B, 2 * c.H2}, f32) : at::empty({0}, f32);
-  o.states = want_states ? at::empty({K, c.nb, c.B, c.H2}, i64) : at::empty({0}, i64);
-  o.acts = want_saved ? at::empty({2, K, c.W * c.B * c.H2}, f32) : at::empty({0}, f32);
-  o.lefts = want_saved ? at::empty({c.n_rec, K, c.B, c.H2}, f32) : at::empty({0}, f32);
-  return o;
-}
-
 Cell make_cell(int64_t kind, const Tensor& XP, at::TensorList state, double m, bool forget, bool zero_guard,
                int64_t skip) {
   TORCH_CHECK(XP.dim() == 3 && XP.scalar_type() == at::kFloat, "revrnn: XP must be float [K, B, 2*block]");
@@ -420,8 +369,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> forward_chunk(
   Cell c = make_cell(kind, XP, state, m, forget, zero_guard, skip);
   const int64_t K = XP.size(0), n = c.n(), H2 = c.H2;
   auto f32 = XP.options();
-  Outputs o = make_outputs(c, K, want_y, want_states, want_saved, f32);
-  for (int64_t k = 0; k < c.nb; ++k) o.state[k].copy_(state[k]);
+  Outputs o = make_outputs(c, K, state, want_y, want_states, want_saved, f32);
   int64_t* st = o.state.data_ptr<int64_t>();
   CpuBuffer buf = make_buffer(head, arena, meta, zprod, fmeta, rounds, n);
   Scratch s = make_scratch(c, f32);
@@ -469,8 +417,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> reverse_chunk(
   Cell c = make_cell(kind, XP, state, m, forget, zero_guard, skip);
   const int64_t K = XP.size(0), n = c.n(), H2 = c.H2;
   auto f32 = XP.options();
-  Outputs o = make_outputs(c, K, want_y, want_states, want_saved, f32);
-  for (int64_t k = 0; k < c.nb; ++k) o.state[k].copy_(state[k]);
+  Outputs o = make_outputs(c, K, state, want_y, want_states, want_saved, f32);
   int64_t* st = o.state.data_ptr<int64_t>();
   CpuBuffer buf = make_buffer(head, arena, meta, c10::nullopt, c10::nullopt, rounds, n);
   Scratch s = make_scratch(c, f32);

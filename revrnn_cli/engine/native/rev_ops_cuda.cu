@@ -15,6 +15,7 @@
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
+#include "rev_cell.h"
 #include "rev_math.h"
 
 namespace revrnn {
@@ -22,7 +23,6 @@ namespace {
 
 using at::Tensor;
 
-constexpr int64_t LSTM = 1;  // cell codes as in rev_ops_cpu.cpp (GRU = 0)
 constexpr int THREADS = 256;
 
 inline int blocks_for(int64_t n) { return static_cast<int>((n + THREADS - 1) / THREADS); }
@@ -197,42 +197,8 @@ void gpu_div(GpuBuffer& b, int64_t* h, const int64_t* Z, int64_t width, int64_t 
 
 // ---- cells -----------------------------------------------------------------------------------------
 
-struct Cell {
-  int64_t kind, H2, B, n_gates, blk, nb, W, n_rec, skip;
-  float m, omm;
-  bool forget, zero_guard, bounded;
-  REV_HD int64_t n() const { return B * H2; }
-  // the bounded update's weight of an additive term, 1 - Z/1024 (exact in float32)
-  REV_HD float weight(int64_t Z) const { return static_cast<float>(FORGET_ONE - Z) * INV_FORGET_ONE; }
-  REV_HD float weigh(float x, int64_t Z) const { return bounded ? weight(Z) * x : x; }
-};
-
-// cell codes: 0 RevGRU, 1 RevLSTM (the paper's update), 2 RevLSTM with the bounded update
 Cell make_cell(int64_t code, int64_t H2, int64_t B, double m, bool forget, bool zero_guard, int64_t skip) {
-  Cell c;
-  const int64_t kind = code >= 1 ? LSTM : 0;
-  c.kind = kind;
-  c.bounded = code == 2;
-  c.H2 = H2;
-  c.B = B;
-  c.m = static_cast<float>(m);
-  c.omm = static_cast<float>(1.0 - m);
-  c.forget = forget;
-  c.zero_guard = zero_guard;
-  c.skip = skip;
-  if (c.kind == LSTM) {
-    c.n_gates = forget ? 5 : 3;
-    c.nb = 4;
-    c.W = (c.n_gates - 1) + 4;
-    c.n_rec = 2;
-  } else {
-    c.n_gates = 3;
-    c.nb = 2;
-    c.W = 4;
-    c.n_rec = 4;
-  }
-  c.blk = c.n_gates * H2;
-  return c;
+  return Cell(code, H2, B, m, forget, zero_guard, skip);
 }
 
 __global__ void k_to_float(const int64_t* h, float* out, int64_t n, int64_t width, int64_t out_stride,
@@ -557,13 +523,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> forward_chunk(
   Cell c = make_cell(kind, H2, B, m, forget, zero_guard, skip);
   const int64_t n = c.n();
   auto f32 = XP.options();
-  auto i64 = f32.dtype(at::kLong);
-  Tensor st = at::empty({c.nb, B, H2}, i64);
-  for (int64_t k = 0; k < c.nb; ++k) st[k].copy_(state[k]);
-  Tensor Y = want_y ? at::empty({K, B, 2 * H2}, f32) : at::empty({0}, f32);
-  Tensor states = want_states ? at::empty({K, c.nb, B, H2}, i64) : at::empty({0}, i64);
-  Tensor acts = want_saved ? at::empty({2, K, c.W * n}, f32) : at::empty({0}, f32);
-  Tensor lefts = want_saved ? at::empty({c.n_rec, K, B, H2}, f32) : at::empty({0}, f32);
+  Outputs o = make_outputs(c, K, state, want_y, want_states, want_saved, f32);
+  Tensor st = o.state, Y = o.y, states = o.states, acts = o.acts, lefts = o.lefts;
   GpuBuffer buf = make_buffer(head, arena, meta, zprod, fmeta, rounds, n, f32);
   Scratch s = make_scratch(c, f32);
   int64_t* p = st.data_ptr<int64_t>();
@@ -605,13 +566,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> reverse_chunk(
   Cell c = make_cell(kind, H2, B, m, forget, zero_guard, skip);
   const int64_t n = c.n();
   auto f32 = XP.options();
-  auto i64 = f32.dtype(at::kLong);
-  Tensor st = at::empty({c.nb, B, H2}, i64);
-  for (int64_t k = 0; k < c.nb; ++k) st[k].copy_(state[k]);
-  Tensor Y = want_y ? at::empty({K, B, 2 * H2}, f32) : at::empty({0}, f32);
-  Tensor states = want_states ? at::empty({K, c.nb, B, H2}, i64) : at::empty({0}, i64);
-  Tensor acts = want_saved ? at::empty({2, K, c.W * n}, f32) : at::empty({0}, f32);
-  Tensor lefts = want_saved ? at::empty({c.n_rec, K, B, H2}, f32) : at::empty({0}, f32);
+  Outputs o = make_outputs(c, K, state, want_y, want_states, want_saved, f32);
+  Tensor st = o.state, Y = o.y, states = o.states, acts = o.acts, lefts = o.lefts;
   GpuBuffer buf = make_buffer(head, arena, meta, c10::nullopt, c10::nullopt, rounds, n, f32);
   Scratch s = make_scratch(c, f32);
   Tensor rcont;
