@@ -338,8 +338,8 @@ class Trainer:
             self._warned = True
             err.print(f"revrnn: warning: a recurrent state reached |{max_state:.4g}| (healthy states stay near 1; "
                       f"the fixed-point bound is {STATE_BOUND:.4g}): units whose forget gates quantise to exactly 1 "
-                      "integrate their input. Remedies: clip gradients harder (train.clip), lower train.lr, "
-                      "or a forgetting limit that caps gates below 1 (see README, Training stability)",
+                      "integrate their input. Remedies: the bounded RevLSTM update (model.cell_update=bounded), "
+                      "harder gradient clipping (train.clip) or a lower train.lr (README: Training stability)",
                       markup=False, highlight=False, soft_wrap=True)
 
     def _health(self, acc: dict) -> dict:
