@@ -37,7 +37,6 @@ import json
 import math
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -45,6 +44,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))  # sweeplib, also when imported by the tests
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import torch
@@ -56,7 +56,7 @@ from revrnn_cli.runner import seed_everything
 from revrnn_cli.spec import load_spec
 from revrnn_cli.tasks.lm import LMTask
 from revrnn_cli.training.loop import Trainer
-from revrnn_cli.training.metrics import MetricsLogger
+from sweeplib import Recorder, floats, git_commit, ints, load_rows  # noqa: E402
 
 SPEC = ROOT / "experiments" / "ptb_revlstm_small.yaml"
 MODELS = {"lstm": ["model.cell=lstm"],
@@ -64,38 +64,6 @@ MODELS = {"lstm": ["model.cell=lstm"],
           "revlstm_bounded": ["model.cell=revlstm", "model.cell_update=bounded"]}
 LABELS = {"lstm": "LSTM", "revlstm": "RevLSTM (paper)", "revlstm_bounded": "RevLSTM (bounded)"}
 INTERVAL = 10  # steps per logged interval
-
-
-class _Recorder(MetricsLogger):
-    """A logger that writes nowhere and keeps the training records."""
-
-    def __init__(self) -> None:
-        super().__init__(None)
-        self.train: list[dict] = []
-
-    def log(self, record: dict) -> None:
-        if record.get("event") == "train":
-            self.train.append(dict(record))
-
-
-def _floats(text: str) -> list[float]:
-    return [float(v) for v in text.split(",") if v.strip()]
-
-
-def _ints(text: str) -> list[int]:
-    return [int(v) for v in text.split(",") if v.strip()]
-
-
-def _git_commit() -> str | None:
-    try:
-        def git(*args):
-            return subprocess.run(["git", *args], check=False, cwd=ROOT, capture_output=True, text=True, timeout=10)
-
-        out = git("rev-parse", "--short", "HEAD")
-        dirty = git("status", "--porcelain", "--untracked-files=no").stdout.strip()
-        return out.stdout.strip() + ("+dirty" if dirty else "") if out.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError):
-        return None
 
 
 def train_one(model: str, lr: float, clip: float, wdrop: float, layers: int, seed: int, hidden: int, steps: int,
@@ -121,7 +89,7 @@ def train_one(model: str, lr: float, clip: float, wdrop: float, layers: int, see
 
     task.train_step = step
     error = None
-    with tempfile.TemporaryDirectory(prefix="stability_grid_") as run_dir, _Recorder() as log:
+    with tempfile.TemporaryDirectory(prefix="stability_grid_") as run_dir, Recorder("train") as log:
         trainer = Trainer(spec.train, task, Path(run_dir), config, log, progress=False)
         try:
             trainer.fit()
@@ -131,7 +99,7 @@ def train_one(model: str, lr: float, clip: float, wdrop: float, layers: int, see
     initial = finite[0] if finite else None
     final = sum(finite[-tail:]) / len(finite[-tail:]) if len(finite) >= tail and error is None else None
     spike = next((i + 1 for i, v in enumerate(losses) if not math.isfinite(v) or (initial and v > initial)), None)
-    recs = log.train
+    recs = log.records
     max_state = max((r.get("max_state", 0.0) for r in recs), default=None) if spec.model.reversible else None
     row = {"model": model, "cell": spec.model.cell, "cell_update": spec.model.cell_update if spec.model.reversible else None,
            "lr": lr, "clip": clip, "wdrop": wdrop, "layers": layers, "seed": seed, "hidden": hidden,
@@ -166,12 +134,6 @@ def spec_is_reversible(model: str) -> bool:
 def _key(row: dict) -> tuple:
     return (row["model"], row["lr"], row["clip"], row["wdrop"], row["layers"], row["seed"], row["hidden"],
             row["steps_asked"], tuple(row.get("extra", ())))
-
-
-def load_rows(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def _fmt(v, spec: str) -> str:
@@ -219,11 +181,11 @@ def table(rows: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default=",".join(MODELS))
-    ap.add_argument("--lrs", default="20,40", type=_floats)
-    ap.add_argument("--clips", default="0.1,0.25", type=_floats)
-    ap.add_argument("--wdrops", default="0,0.5", type=_floats)
-    ap.add_argument("--layers", default="1,2", type=_ints)
-    ap.add_argument("--seeds", default="1111,1", type=_ints)
+    ap.add_argument("--lrs", default="20,40", type=floats)
+    ap.add_argument("--clips", default="0.1,0.25", type=floats)
+    ap.add_argument("--wdrops", default="0,0.5", type=floats)
+    ap.add_argument("--layers", default="1,2", type=ints)
+    ap.add_argument("--seeds", default="1111,1", type=ints)
     ap.add_argument("--hidden", default=200, type=int, help="embedding and hidden size of every layer")
     ap.add_argument("--steps", default=150, type=int, help="optimizer steps per configuration")
     ap.add_argument("--tail", default=30, type=int, help="steps whose mean is the final training loss")
@@ -249,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"unknown model {m!r}; choose from {', '.join(MODELS)}")
     done = {_key(r): r for r in load_rows(args.out)}
     env = {"torch": torch.__version__, "python": platform.python_version(), "threads": torch.get_num_threads(),
-           "commit": _git_commit()}
+           "commit": git_commit()}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     wanted = set()

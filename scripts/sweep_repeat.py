@@ -26,7 +26,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,6 +33,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))  # sweeplib, also when imported by the tests
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import torch
@@ -45,40 +45,12 @@ from revrnn_cli.runner import seed_everything
 from revrnn_cli.spec import load_spec
 from revrnn_cli.tasks.lm import LMTask
 from revrnn_cli.training.loop import Trainer
-from revrnn_cli.training.metrics import MetricsLogger
+from sweeplib import Recorder, git_commit, ints, load_rows  # noqa: E402
 
 MODELS = ("gru", "revgru", "nf_revgru", "lstm", "revlstm", "nf_revlstm")
 LABELS = {"gru": "GRU", "revgru": "RevGRU (3-bit buffer)", "nf_revgru": "NF-RevGRU (no forgetting)",
           "lstm": "LSTM", "revlstm": "RevLSTM (3-bit buffer)", "nf_revlstm": "NF-RevLSTM (no forgetting)"}
 MIN_GAIN = 0.005  # an epoch "improves" when the best validation accuracy rises by at least this much
-
-
-class _Recorder(MetricsLogger):
-    """A logger that writes nowhere and keeps the validation records."""
-
-    def __init__(self) -> None:
-        super().__init__(None)
-        self.valid: list[dict] = []
-
-    def log(self, record: dict) -> None:
-        if record.get("event") == "valid":
-            self.valid.append(dict(record))
-
-
-def _ints(text: str) -> list[int]:
-    return [int(v) for v in text.split(",") if v.strip()]
-
-
-def _git_commit() -> str | None:
-    try:
-        def git(*args):
-            return subprocess.run(["git", *args], check=False, cwd=ROOT, capture_output=True, text=True, timeout=10)
-
-        out = git("rev-parse", "--short", "HEAD")
-        dirty = git("status", "--porcelain", "--untracked-files=no").stdout.strip()
-        return out.stdout.strip() + ("+dirty" if dirty else "") if out.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError):
-        return None
 
 
 def train_one(spec_path: Path, seq_len: int, hidden: int, target: float, patience: int,
@@ -99,14 +71,14 @@ def train_one(spec_path: Path, seq_len: int, hidden: int, target: float, patienc
            "max_epochs": max_epochs, "target": target}
     accs: list[float] = []
     stopped, error = "max_epochs", None
-    with tempfile.TemporaryDirectory(prefix="sweep_repeat_") as run_dir, _Recorder() as log:
+    with tempfile.TemporaryDirectory(prefix="sweep_repeat_") as run_dir, Recorder("valid") as log:
         trainer = Trainer(spec.train, task, Path(run_dir), config, log, progress=False)
         best, since = -1.0, 0
         try:
             for epoch in range(1, max_epochs + 1):
                 trainer.cfg.epochs = epoch  # one more epoch of the same run: state, optimizer and data order carry on
                 trainer.fit()
-                acc = float(log.valid[-1]["accuracy"])
+                acc = float(log.records[-1]["accuracy"])
                 accs.append(acc)
                 if acc >= target:
                     stopped = "target"
@@ -132,12 +104,6 @@ def train_one(spec_path: Path, seq_len: int, hidden: int, target: float, patienc
 
 def _key(row: dict) -> tuple:
     return row["spec"], row["seq_len"], row["hidden"]
-
-
-def load_rows(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def table(rows: list[dict], target: float = 0.99) -> str:
@@ -196,8 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--task", default="repeat", choices=("repeat", "remember"))
     ap.add_argument("--models", default="gru,revgru,nf_revgru,lstm,revlstm,nf_revlstm")
-    ap.add_argument("--lengths", default="5,10,20,40", type=_ints)
-    ap.add_argument("--sizes", default="2,4,8,16,32,64,128", type=_ints)
+    ap.add_argument("--lengths", default="5,10,20,40", type=ints)
+    ap.add_argument("--sizes", default="2,4,8,16,32,64,128", type=ints)
     ap.add_argument("--target", default=0.99, type=float)
     ap.add_argument("--patience", default=6, type=int, help="epochs without a 0.005 gain before giving up")
     ap.add_argument("--all-sizes", action="store_true", help="also train the sizes above the first that reaches the target")
@@ -220,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"no spec experiments/{args.task}_{m}.yaml")
     done = {_key(r): r for r in load_rows(args.out)}
     env = {"torch": torch.__version__, "python": platform.python_version(), "threads": torch.get_num_threads(),
-           "commit": _git_commit()}
+           "commit": git_commit()}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     for m in models:
