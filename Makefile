@@ -32,7 +32,7 @@ verify: $(STAMP)
 	$(VENV)/bin/revrnn verify-reversal
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto  # one worker per core (pytest-xdist); each pins torch to one thread
 
 bench: $(STAMP)
 	$(PY) scripts/bench_engine.py
