@@ -63,4 +63,51 @@ inline Outputs make_outputs(const Cell& c, int64_t K, at::TensorList state, bool
   return o;
 }
 
+// Per-call scratch of the half-steps (allocated once per chunk, on the operator's device).
+struct Scratch {
+  at::Tensor a, a2, hbf, rh, sg, gt, cf, tc, zi, zf, zh, tmp, mm, drh;
+};
+
+inline Scratch make_scratch(const Cell& c, const at::TensorOptions& f32) {
+  Scratch s;
+  const int64_t B = c.B, H2 = c.H2;
+  auto i64 = f32.dtype(at::kLong);
+  s.a = at::empty({B, c.kind == LSTM ? c.blk : 2 * H2}, f32);
+  s.a2 = at::empty({B, H2}, f32);
+  s.hbf = at::empty({B, H2}, f32);
+  s.rh = at::empty({B, H2}, f32);
+  s.sg = at::empty({B, (c.n_gates - 1) * H2}, f32);
+  s.gt = at::empty({B, H2}, f32);
+  s.cf = at::empty({B, H2}, f32);
+  s.tc = at::empty({B, H2}, f32);
+  s.zi = at::empty({2, B, H2}, i64);
+  s.zf = at::empty({B, H2}, f32);
+  s.zh = at::empty({B, H2}, f32);
+  s.tmp = at::empty({3 * B * H2 + 8}, i64);
+  s.mm = at::empty({B, H2}, f32);
+  s.drh = at::empty({B, H2}, f32);
+  return s;
+}
+
+// The gates of one half, with the ATen calls of the eager cells on operands of the same shapes, so
+// that every value is bit-identical to the reference path on the same device.
+// LSTM (RevLSTMCell.gates): a = xp + hbf wh, s = sigmoid(a[:, :nf H2]), g = tanh(a[:, nf H2:]).
+inline void lstm_gates(const Cell& c, const at::Tensor& xp, const at::Tensor& wh, Scratch& s) {
+  const int64_t ns = (c.n_gates - 1) * c.H2;
+  at::addmm_out(s.a, xp, s.hbf, wh);
+  at::sigmoid_out(s.sg, s.a.narrow(1, 0, ns));
+  at::tanh_out(s.gt, s.a.narrow(1, ns, c.H2));
+}
+
+// GRU (RevGRUCell.gates): s = sigmoid(xp[:, :2H2] + hbf wh) = [z r]; rh = r hbf;
+// g = tanh(xp[:, 2H2:] + rh vh).
+inline void gru_gates(const Cell& c, const at::Tensor& xp, const at::Tensor& wh, const at::Tensor& vh, Scratch& s) {
+  const int64_t H2 = c.H2;
+  at::addmm_out(s.a, xp.narrow(1, 0, 2 * H2), s.hbf, wh);
+  s.a.sigmoid_();
+  at::mul_out(s.rh, s.a.narrow(1, H2, H2), s.hbf);
+  at::addmm_out(s.a2, xp.narrow(1, 2 * H2, H2), s.rh, vh);
+  s.a2.tanh_();
+}
+
 }  // namespace revrnn

@@ -63,37 +63,6 @@ void put_cols(float* dst, int64_t width, int64_t col, const float* src, int64_t 
 // operands of the same shapes and strides, so every value is bit-identical to the reference path.
 // `acts` (if not null) receives the activations the local backward needs, [W, B, H2] per half.
 
-struct Scratch {
-  Tensor a, a2, hbf, rh, sg, gt, cf, tc, zi, zf, zh, tmp, mm;
-};
-
-Scratch make_scratch(const Cell& c, const at::TensorOptions& f32) {
-  Scratch s;
-  const int64_t B = c.B, H2 = c.H2;
-  s.a = at::empty({B, c.kind == LSTM ? c.blk : 2 * H2}, f32);
-  s.a2 = at::empty({B, H2}, f32);
-  s.hbf = at::empty({B, H2}, f32);
-  s.rh = at::empty({B, H2}, f32);
-  s.sg = at::empty({B, (c.n_gates - 1) * H2}, f32);
-  s.gt = at::empty({B, H2}, f32);
-  s.cf = at::empty({B, H2}, f32);
-  s.tc = at::empty({B, H2}, f32);
-  s.zi = at::empty({2, B, H2}, f32.dtype(at::kLong));
-  s.zf = at::empty({B, H2}, f32);
-  s.zh = at::empty({B, H2}, f32);
-  s.tmp = at::empty({3 * B * H2 + 8}, f32.dtype(at::kLong));
-  s.mm = at::empty({B, H2}, f32);
-  return s;
-}
-
-// a = xp + hbf wh, s = sigmoid(a[:, :nf H2]), g = tanh(a[:, nf H2:]) (RevLSTMCell.gates)
-void lstm_gates(const Cell& c, const Tensor& xp, const Tensor& wh, Scratch& s) {
-  const int64_t ns = (c.n_gates - 1) * c.H2;
-  at::addmm_out(s.a, xp, s.hbf, wh);
-  at::sigmoid_out(s.sg, s.a.narrow(1, 0, ns));
-  at::tanh_out(s.gt, s.a.narrow(1, ns, c.H2));
-}
-
 // acts: [sg (B x ns) | g | tanh(c) | h_old | c_old], h_old and c_old written by the caller
 void lstm_save(const Cell& c, float* acts, const Scratch& s) {
   const int64_t n = c.n(), ns = (c.n_gates - 1) * c.H2 * c.B;
@@ -145,16 +114,6 @@ void lstm_half_forward(const Cell& c, CpuBuffer& buf, const Tensor& xp, const Te
       hf_out[u] = to_float(h[u]);
     }
   if (acts) lstm_save(c, acts, s);
-}
-
-// s = sigmoid(xp[:, :2H2] + hbf wh) = [z r]; rh = r hbf; g = tanh(xp[:, 2H2:] + rh vh) (RevGRUCell.gates)
-void gru_gates(const Cell& c, const Tensor& xp, const Tensor& wh, const Tensor& vh, Scratch& s) {
-  const int64_t H2 = c.H2;
-  at::addmm_out(s.a, xp.narrow(1, 0, 2 * H2), s.hbf, wh);
-  s.a.sigmoid_();
-  at::mul_out(s.rh, s.a.narrow(1, H2, H2), s.hbf);
-  at::addmm_out(s.a2, xp.narrow(1, 2 * H2, H2), s.rh, vh);
-  s.a2.tanh_();
 }
 
 void gru_prepare(const Cell& c, Scratch& s, int64_t* Z, float* z) {

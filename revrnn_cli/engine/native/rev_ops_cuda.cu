@@ -258,43 +258,6 @@ __global__ void k_gru_update(Cell c, const float* z, const float* g, int64_t* h,
   }
 }
 
-struct Scratch {
-  Tensor a, a2, hbf, rh, sg, gt, cf, tc, zi, zf, zh, mm, drh;
-};
-
-Scratch make_scratch(const Cell& c, const at::TensorOptions& f32) {
-  Scratch s;
-  s.a = at::empty({c.B, c.kind == LSTM ? c.blk : 2 * c.H2}, f32);
-  s.a2 = at::empty({c.B, c.H2}, f32);
-  s.hbf = at::empty({c.B, c.H2}, f32);
-  s.rh = at::empty({c.B, c.H2}, f32);
-  s.sg = at::empty({c.B, (c.n_gates - 1) * c.H2}, f32);
-  s.gt = at::empty({c.B, c.H2}, f32);
-  s.cf = at::empty({c.B, c.H2}, f32);
-  s.tc = at::empty({c.B, c.H2}, f32);
-  s.zi = at::empty({2, c.B, c.H2}, f32.dtype(at::kLong));
-  s.zf = at::empty({c.B, c.H2}, f32);
-  s.zh = at::empty({c.B, c.H2}, f32);
-  s.mm = at::empty({c.B, c.H2}, f32);
-  s.drh = at::empty({c.B, c.H2}, f32);
-  return s;
-}
-
-void lstm_gates_mm(const Cell& c, const Tensor& xp, const Tensor& wh, Scratch& s) {
-  const int64_t ns = (c.n_gates - 1) * c.H2;
-  at::addmm_out(s.a, xp, s.hbf, wh);
-  at::sigmoid_out(s.sg, s.a.narrow(1, 0, ns));
-  at::tanh_out(s.gt, s.a.narrow(1, ns, c.H2));
-}
-
-void gru_gates_mm(const Cell& c, const Tensor& xp, const Tensor& wh, const Tensor& vh, Scratch& s) {
-  at::addmm_out(s.a, xp.narrow(1, 0, 2 * c.H2), s.hbf, wh);
-  s.a.sigmoid_();
-  at::mul_out(s.rh, s.a.narrow(1, c.H2, c.H2), s.hbf);
-  at::addmm_out(s.a2, xp.narrow(1, 2 * c.H2, c.H2), s.rh, vh);
-  s.a2.tanh_();
-}
-
 // acts of one half and step, as a flat tensor [W * B * H2] (layout of rev_ops_cpu.cpp)
 void save_lstm(const Cell& c, Tensor acts, const Scratch& s) {
   const int64_t n = c.n(), ns = (c.n_gates - 1) * n;
@@ -341,7 +304,7 @@ void lstm_forward(const Cell& c, GpuBuffer& buf, const Tensor& xp, const Tensor&
                   int64_t* cs, Tensor acts, float* left, int64_t skip) {
   const int64_t n = c.n();
   auto st = stream();
-  lstm_gates_mm(c, xp, wh, s);
+  lstm_gates(c, xp, wh, s);
   if (left) cudaMemcpyAsync(left, s.hbf.data_ptr<float>(), n * sizeof(float), cudaMemcpyDeviceToDevice, st);
   int64_t* Zc = s.zi.data_ptr<int64_t>();
   int64_t* Zh = Zc + n;
@@ -367,7 +330,7 @@ void lstm_reverse(const Cell& c, GpuBuffer& buf, const Tensor& xp, const Tensor&
                   int64_t* cs, Tensor acts, float* left, int64_t skip, const int64_t* restore) {
   const int64_t n = c.n();
   auto st = stream();
-  lstm_gates_mm(c, xp, wh, s);
+  lstm_gates(c, xp, wh, s);
   if (left) cudaMemcpyAsync(left, s.hbf.data_ptr<float>(), n * sizeof(float), cudaMemcpyDeviceToDevice, st);
   to_float_into(cs, s.cf.data_ptr<float>(), n, n, 0, 0);
   at::tanh_out(s.tc, s.cf);
@@ -395,7 +358,7 @@ void gru_forward(const Cell& c, GpuBuffer& buf, const Tensor& xp, const Tensor& 
                  int64_t* h, Tensor acts, float* left, float* left_r, int64_t skip) {
   const int64_t n = c.n();
   auto st = stream();
-  gru_gates_mm(c, xp, wh, vh, s);
+  gru_gates(c, xp, wh, vh, s);
   if (left) {
     cudaMemcpyAsync(left, s.hbf.data_ptr<float>(), n * sizeof(float), cudaMemcpyDeviceToDevice, st);
     cudaMemcpyAsync(left_r, s.rh.data_ptr<float>(), n * sizeof(float), cudaMemcpyDeviceToDevice, st);
@@ -413,7 +376,7 @@ void gru_reverse(const Cell& c, GpuBuffer& buf, const Tensor& xp, const Tensor& 
                  int64_t* h, Tensor acts, float* left, float* left_r, int64_t skip, const int64_t* restore) {
   const int64_t n = c.n();
   auto st = stream();
-  gru_gates_mm(c, xp, wh, vh, s);
+  gru_gates(c, xp, wh, vh, s);
   if (left) {
     cudaMemcpyAsync(left, s.hbf.data_ptr<float>(), n * sizeof(float), cudaMemcpyDeviceToDevice, st);
     cudaMemcpyAsync(left_r, s.rh.data_ptr<float>(), n * sizeof(float), cudaMemcpyDeviceToDevice, st);
