@@ -223,89 +223,11 @@ void gru_half_reverse(const Cell& c, CpuBuffer& buf, const Tensor& xp, const Ten
   }
 }
 
-// ---- local backward of one half-step (straight-through for the quantisation, paper §3.6) ----------
-//
-// The operations, and their order, of RevLSTMCell._backhalf / RevGRUCell._backhalf:
-// LSTM: dc = dc + (dh o)(1 - tc^2); d[i o f p] = [dc g, dh tc, m dc c_old, m dh h_old] (s - s^2);
-//       d g = (dc i)(1 - g^2); dh <- dh Z_p / 1024, dc <- dc Z_f / 1024; dhb <- dhb + ds wh^T.
-// GRU:  dg = (dh (1 - z))(1 - g^2); drh = dg vh^T; dz = (dh (h_old - g)) m (or -dh g without
-//       forgetting); dz' = dz (s_z (1 - s_z)), dr' = (drh hb)(r (1 - r)); dh <- dh Z / 1024;
-//       dhb <- (dhb + d[z r] wh^T) + drh r.
+// ---- local backward of one half-step: the per-unit formulas of rev_cell.h -------------------------
 
 void lstm_half_backward(const Cell& c, const float* acts, float* dh, float* dc, float* ds, int64_t ds_stride) {
-  const int64_t n = c.n(), H2 = c.H2, nsr = (c.n_gates - 1) * H2, of = c.forget ? 2 * H2 : 0;
-  const float* sg = acts;
-  const float* G = acts + nsr * c.B;
-  const float* TC = G + n;
-  const float* HO = TC + n;
-  const float* CO = HO + n;
   for (int64_t b = 0; b < c.B; ++b)
-    for (int64_t j = 0; j < H2; ++j) {
-      int64_t u = b * H2 + j;
-      const float* row = sg + b * nsr;
-      float si = row[of + j], so = row[of + H2 + j], g = G[u], tc = TC[u];
-      float dhv = dh[u];
-      int64_t Zc = 0, Zh = 0;
-      if (c.forget) {  // Z of the forward, recomputed from the same sigmoids
-        Zc = quantize_gate(row[j] * c.m + c.omm, c.zero_guard);
-        Zh = quantize_gate(row[H2 + j] * c.m + c.omm, c.zero_guard);
-      }
-      float dhu = c.bounded ? dhv * c.weight(Zh) : dhv;  // upstream of h's additive term
-      float dcv = dc[u] + (dhu * so) * (1.0f - tc * tc);
-      float dcu = c.bounded ? dcv * c.weight(Zc) : dcv;  // upstream of c's additive term
-      float* d = ds + b * ds_stride;
-      d[of + j] = (dcu * g) * (si - si * si);
-      d[of + H2 + j] = (dhu * tc) * (so - so * so);
-      d[of + 2 * H2 + j] = (dcu * si) * (1.0f - g * g);
-      if (c.forget) {
-        float sf = row[j], sp = row[H2 + j];
-        float cterm = c.bounded ? CO[u] - si * g : CO[u];   // through the multiplication (and the weight)
-        float hterm = c.bounded ? HO[u] - so * tc : HO[u];
-        d[j] = ((dcv * cterm) * c.m) * (sf - sf * sf);
-        d[H2 + j] = ((dhv * hterm) * c.m) * (sp - sp * sp);
-        dhv = dhv * (static_cast<float>(Zh) * INV_FORGET_ONE);
-        dcv = dcv * (static_cast<float>(Zc) * INV_FORGET_ONE);
-      }
-      dh[u] = dhv;
-      dc[u] = dcv;
-    }
-}
-
-// the part before the matmul drh = dg vh^T: writes dg into ds's g columns
-void gru_half_backward_g(const Cell& c, const float* acts, const float* dh, float* ds, int64_t ds_stride) {
-  const int64_t n = c.n(), H2 = c.H2;
-  const float* S = acts;
-  const float* G = acts + 2 * n;
-  for (int64_t b = 0; b < c.B; ++b)
-    for (int64_t j = 0; j < H2; ++j) {
-      int64_t u = b * H2 + j;
-      float sz = S[b * 2 * H2 + j], g = G[u];
-      float z = c.forget ? sz * c.m + c.omm : sz;
-      ds[b * ds_stride + 2 * H2 + j] = (dh[u] * (1.0f - z)) * (1.0f - g * g);
-    }
-}
-
-void gru_half_backward_zr(const Cell& c, const float* acts, const float* left, const float* drh, float* dh,
-                          float* ds, int64_t ds_stride) {
-  const int64_t n = c.n(), H2 = c.H2;
-  const float* S = acts;
-  const float* G = acts + 2 * n;
-  const float* HO = G + n;
-  for (int64_t b = 0; b < c.B; ++b)
-    for (int64_t j = 0; j < H2; ++j) {
-      int64_t u = b * H2 + j;
-      float sz = S[b * 2 * H2 + j], r = S[b * 2 * H2 + H2 + j], g = G[u];
-      float dhu = dh[u];
-      float dz = c.forget ? (dhu * (HO[u] - g)) * c.m : (-dhu) * g;
-      float* d = ds + b * ds_stride;
-      d[j] = dz * (sz * (1.0f - sz));
-      d[H2 + j] = (drh[u] * left[u]) * (r * (1.0f - r));
-      if (c.forget) {
-        float z = sz * c.m + c.omm;
-        dhu = dhu * (static_cast<float>(quantize_gate(z, c.zero_guard)) * INV_FORGET_ONE);
-      }
-      dh[u] = dhu;
-    }
+    for (int64_t j = 0; j < c.H2; ++j) lstm_backward_unit(c, acts, b, j, dh, dc, ds, ds_stride);
 }
 
 // ---- the chunk loops ------------------------------------------------------------------------------
@@ -472,15 +394,15 @@ std::tuple<Tensor, Tensor> backward_chunk(int64_t kind, const Tensor& acts, cons
         const float* left = Lf + ((2 * half) * K + t) * n;
         const float* rr = a;  // the sigmoids [z r] row by row
         float* dsx = dx + half * c.blk;
-        gru_half_backward_g(c, a, dha, dsx, stride);
+        for (int64_t b = 0; b < B; ++b)
+          for (int64_t j = 0; j < H2; ++j) gru_backward_g_unit(c, a, b, j, dha, dsx, stride);
         at::mm_out(drh, dxp.narrow(1, half * c.blk + 2 * H2, H2), whT[2 * half + 1]);
-        gru_half_backward_zr(c, a, left, drh.data_ptr<float>(), dha, dsx, stride);
+        for (int64_t b = 0; b < B; ++b)
+          for (int64_t j = 0; j < H2; ++j) gru_backward_zr_unit(c, a, b, j, left, drh.data_ptr<float>(), dha, dsx, stride);
         at::mm_out(mmo, dxp.narrow(1, half * c.blk, 2 * H2), whT[2 * half]);
         dhb.add_(mmo);
-        float* db = dhb.data_ptr<float>();
-        const float* dr = drh.data_ptr<float>();
         for (int64_t b = 0; b < B; ++b)
-          for (int64_t j = 0; j < H2; ++j) db[b * H2 + j] += dr[b * H2 + j] * rr[b * 2 * H2 + H2 + j];  // + drh r
+          for (int64_t j = 0; j < H2; ++j) add_drh_r_unit(c, a, b, j, drh.data_ptr<float>(), dhb.data_ptr<float>());
       }
     }
   }

@@ -395,77 +395,20 @@ void gru_reverse(const Cell& c, GpuBuffer& buf, const Tensor& xp, const Tensor& 
 // ---- local backward kernels (the CPU file's loops, one thread per unit) ------------------------------
 
 __global__ void k_lstm_backward(Cell c, const float* acts, float* dh, float* dc, float* ds, int64_t ds_stride) {
-  const int64_t n = c.n(), H2 = c.H2, nsr = (c.n_gates - 1) * H2, of = c.forget ? 2 * H2 : 0;
-  const float* G = acts + nsr * c.B;
-  const float* TC = G + n;
-  const float* HO = TC + n;
-  const float* CO = HO + n;
-  KERNEL_LOOP(u, n) {
-    int64_t b = u / H2, j = u % H2;
-    const float* row = acts + b * nsr;
-    float si = row[of + j], so = row[of + H2 + j], g = G[u], tc = TC[u];
-    float dhv = dh[u];
-    int64_t Zc = 0, Zh = 0;
-    if (c.forget) {
-      Zc = quantize_gate(row[j] * c.m + c.omm, c.zero_guard);
-      Zh = quantize_gate(row[H2 + j] * c.m + c.omm, c.zero_guard);
-    }
-    float dhu = c.bounded ? dhv * c.weight(Zh) : dhv;
-    float dcv = dc[u] + (dhu * so) * (1.0f - tc * tc);
-    float dcu = c.bounded ? dcv * c.weight(Zc) : dcv;
-    float* d = ds + b * ds_stride;
-    d[of + j] = (dcu * g) * (si - si * si);
-    d[of + H2 + j] = (dhu * tc) * (so - so * so);
-    d[of + 2 * H2 + j] = (dcu * si) * (1.0f - g * g);
-    if (c.forget) {
-      float sf = row[j], sp = row[H2 + j];
-      float cterm = c.bounded ? CO[u] - si * g : CO[u];
-      float hterm = c.bounded ? HO[u] - so * tc : HO[u];
-      d[j] = ((dcv * cterm) * c.m) * (sf - sf * sf);
-      d[H2 + j] = ((dhv * hterm) * c.m) * (sp - sp * sp);
-      dhv = dhv * (static_cast<float>(Zh) * INV_FORGET_ONE);
-      dcv = dcv * (static_cast<float>(Zc) * INV_FORGET_ONE);
-    }
-    dh[u] = dhv;
-    dc[u] = dcv;
-  }
+  KERNEL_LOOP(u, c.n()) lstm_backward_unit(c, acts, u / c.H2, u % c.H2, dh, dc, ds, ds_stride);
 }
 
 __global__ void k_gru_backward_g(Cell c, const float* acts, const float* dh, float* ds, int64_t ds_stride) {
-  const int64_t n = c.n(), H2 = c.H2;
-  const float* G = acts + 2 * n;
-  KERNEL_LOOP(u, n) {
-    int64_t b = u / H2, j = u % H2;
-    float sz = acts[b * 2 * H2 + j], g = G[u];
-    float z = c.forget ? sz * c.m + c.omm : sz;
-    ds[b * ds_stride + 2 * H2 + j] = (dh[u] * (1.0f - z)) * (1.0f - g * g);
-  }
+  KERNEL_LOOP(u, c.n()) gru_backward_g_unit(c, acts, u / c.H2, u % c.H2, dh, ds, ds_stride);
 }
 
 __global__ void k_gru_backward_zr(Cell c, const float* acts, const float* left, const float* drh, float* dh,
                                   float* ds, int64_t ds_stride) {
-  const int64_t n = c.n(), H2 = c.H2;
-  const float* G = acts + 2 * n;
-  const float* HO = G + n;
-  KERNEL_LOOP(u, n) {
-    int64_t b = u / H2, j = u % H2;
-    float sz = acts[b * 2 * H2 + j], r = acts[b * 2 * H2 + H2 + j], g = G[u];
-    float dhu = dh[u];
-    float dz = c.forget ? (dhu * (HO[u] - g)) * c.m : (-dhu) * g;
-    float* d = ds + b * ds_stride;
-    d[j] = dz * (sz * (1.0f - sz));
-    d[H2 + j] = (drh[u] * left[u]) * (r * (1.0f - r));
-    if (c.forget) dhu = dhu * (static_cast<float>(quantize_gate(sz * c.m + c.omm, c.zero_guard)) * INV_FORGET_ONE);
-    dh[u] = dhu;
-  }
+  KERNEL_LOOP(u, c.n()) gru_backward_zr_unit(c, acts, u / c.H2, u % c.H2, left, drh, dh, ds, ds_stride);
 }
 
 __global__ void k_add_drh_r(Cell c, const float* acts, const float* drh, float* dhb) {
-  const int64_t H2 = c.H2;
-  KERNEL_LOOP(u, c.n()) {
-    int64_t b = u / H2, j = u % H2;
-    dhb[u] += drh[u] * acts[b * 2 * H2 + H2 + j];
-  }
+  KERNEL_LOOP(u, c.n()) add_drh_r_unit(c, acts, u / c.H2, u % c.H2, drh, dhb);
 }
 
 __global__ void k_add_dy(const float* y, float* d, int64_t n, int64_t H2) {
