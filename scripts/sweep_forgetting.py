@@ -241,7 +241,7 @@ def table(rows: list[dict]) -> str:
 def summary(rows: list[dict], planned: list[Planned] | None = None) -> str:
     """Total CPU and wall time, the diverged rows, and the planned rows that are still missing."""
     cpu, wall = sum(r["cpu_s"] for r in rows), sum(r["wall_s"] for r in rows)
-    lines = [f"{len(rows)} rows; total CPU time {cpu / 3600:.2f} h ({cpu:,.0f} s), wall time {wall / 3600:.2f} h."]
+    lines = [f"{len(rows)} row{'' if len(rows) == 1 else 's'}; total CPU time {cpu / 3600:.2f} h ({cpu:,.0f} s), wall time {wall / 3600:.2f} h."]
     div = [r for r in rows if r["diverged"]]
     lines.append("Diverged: " + ("; ".join(f"{r['run']} ({r['diverged_reason']})" for r in div) if div else "none."))
     if planned is not None:
@@ -335,8 +335,9 @@ class Runner:
         t0 = time.time()
         with open(out_path, "ab") as out, open(self.runs / f"{p.name}.{step}.log", "ab") as err:
             start = out.tell()
+            # its own session: a Ctrl-C reaches it once, forwarded by :meth:`forward`, not twice
             self.child = subprocess.Popen([self.python, "-m", "revrnn_cli", *args], stdout=out, stderr=err, cwd=ROOT,
-                                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+                                          env={**os.environ, "PYTHONPATH": str(ROOT)}, start_new_session=True)
             while True:
                 try:
                     _, status, usage = os.wait4(self.child.pid, 0)
@@ -360,7 +361,9 @@ class Runner:
         last_train = next((a for a in reversed(attempts) if a["step"] == "train"), None)
         train_rc = last_train["rc"] if last_train else None
         if not (train_rc in (0, EXIT_NONFINITE, EXIT_NUMERIC) and _finished_or_diverged(run_dir, train_rc)):
-            resume = last_train is not None and train_rc in INTERRUPTED and (run_dir / "last.pt").is_file()
+            # stopped (or failed) after a checkpoint: continue from it, as `revrnn train --resume` does
+            resume = last_train is not None and train_rc not in (0, EXIT_NONFINITE, EXIT_NUMERIC) \
+                and (run_dir / "last.pt").is_file()
             sets = [a for o in (*p.overrides, *self.extra) for a in ("--set", o)]
             data = ["--data-dir", self.data_dir] if self.data_dir else []
             args = (["train", "--resume", str(run_dir), *data, "--json"] if resume else
@@ -407,7 +410,7 @@ def _env() -> dict:
     def git(*a):
         return subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True, check=False).stdout.strip()
 
-    dirty = git("status", "--porcelain", "--untracked-files=no")
+    dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!docs")  # the rows' own file aside
     return {"torch": torch.__version__, "python": platform.python_version(),
             "commit": git("rev-parse", "--short", "HEAD") + ("+dirty" if dirty else "")}
 
