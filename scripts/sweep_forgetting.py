@@ -19,7 +19,9 @@ PTB rows and their baselines first, then 1, 5 and no limit, then 2 layers, then 
 One JSON row per run is appended to ``--out`` (``docs/forgetting_sweep.jsonl``); a row already there
 is not run again. A training that was stopped (Ctrl-C, SIGTERM) continues from its ``last.pt`` with
 ``train --resume`` on the next invocation; one that finished but was not yet evaluated is only
-evaluated. A row records what ran (spec, overrides, cell, layers, sizes, bits, the commands), the
+evaluated. Two invocations with the same ``--out`` and ``--runs`` share the plan (each row is
+claimed by a lock file); the second starts a row only while the load average is at most
+``--max-load``. A row records what ran (spec, overrides, cell, layers, sizes, bits, the commands), the
 validation perplexity after every epoch, the best, the test perplexity of ``best.pt``, the paper's
 memory ratios combined over the logged training intervals as ``revrnn compare`` combines them
 (ratios of the summed bits), the mean training tokens/s, the largest |state|, the fraction of
@@ -402,6 +404,67 @@ def _finished_or_diverged(run_dir: Path, rc: int | None) -> bool:
     return rc in (EXIT_NONFINITE, EXIT_NUMERIC) or _finished(run_dir)
 
 
+# ---- several workers on one plan ------------------------------------------------------------------
+# Two invocations with the same --out and --runs share the plan: a row is claimed by a lock file
+# (``RUNS/NAME.lock``, holding the worker's pid) and skipped by the other worker while that pid lives.
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _lock_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip() or 0) or None
+    except (OSError, ValueError):
+        return None
+
+
+def claim(runs: Path, p: Planned) -> bool:
+    """Take the row's lock; False when a live worker holds it (a dead worker's lock is taken over)."""
+    path = runs / f"{p.name}.lock"
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            pid = _lock_pid(path)
+            if pid is not None and pid != os.getpid() and _alive(pid):
+                return False
+            path.unlink(missing_ok=True)  # stale
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        return True
+    return False
+
+
+def release(runs: Path, p: Planned) -> None:
+    path = runs / f"{p.name}.lock"
+    if _lock_pid(path) == os.getpid():
+        path.unlink(missing_ok=True)
+
+
+def others_running(runs: Path) -> int:
+    """How many rows other live workers are running now."""
+    pids = [_lock_pid(f) for f in runs.glob("*.lock")]
+    return sum(1 for pid in pids if pid and pid != os.getpid() and _alive(pid))
+
+
+def wait_for_turn(runs: Path, max_load: float, runner: "Runner") -> None:
+    """A second concurrent job starts only while the 1-minute load average is at most ``max_load``."""
+    said = False
+    while not runner.stop and others_running(runs) and os.getloadavg()[0] > max_load:
+        if not said:
+            print(f"[{time.strftime('%H:%M:%S')}] another worker is training and the load is "
+                  f"{os.getloadavg()[0]:.2f} > {max_load}: waiting", file=sys.stderr, flush=True)
+            said = True
+        time.sleep(30)
+
+
 def _env() -> dict:
     import platform
 
@@ -424,6 +487,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-rows", type=int, default=0, help="stop after this many new rows (0: all)")
     ap.add_argument("--set", dest="extra", action="append", default=[], metavar="KEY=VALUE",
                     help="a further override for every row (it is not part of the row's key)")
+    ap.add_argument("--max-load", type=float, default=1.5,
+                    help="while another worker on the same --runs trains, start a row only at or below this "
+                         "1-minute load average")
     ap.add_argument("--list", action="store_true", help="print the plan and which rows --out holds, then exit")
     ap.add_argument("--table", type=Path, metavar="JSONL", help="only print the tables of saved rows")
     ap.add_argument("--plot", type=Path, metavar="PNG", help="draw PTB 1-layer perplexity against memory saving")
@@ -462,11 +528,20 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, runner.forward)
     env, new, failed = _env(), 0, 0
     for p in planned:
+        done = {(r["spec"], tuple(r["overrides"])): r for r in load_rows(args.out)}  # another worker's rows too
         if p.key in done:
             continue
         if runner.stop or (args.max_rows and new >= args.max_rows):
             break
-        row = runner.run(p)
+        wait_for_turn(args.runs, args.max_load, runner)
+        if runner.stop:
+            break
+        if not claim(args.runs, p):
+            continue  # another worker runs it
+        try:
+            row = runner.run(p)
+        finally:
+            release(args.runs, p)
         if row is None:
             if runner.stop:
                 break
@@ -477,11 +552,11 @@ def main(argv: list[str] | None = None) -> int:
             row["extra_overrides"] = list(args.extra)
         with args.out.open("a", encoding="utf-8") as f:
             f.write(json.dumps(row) + "\n")
-        done[p.key] = row
         new += 1
         print(f"  {p.name}: best valid {_f(row['best_valid_ppl'])}, test {_f(row['test_ppl'])}, "
               f"normal/used {_f(row['ratio_used'])}, {row['cpu_s'] / 60:.0f} CPU min"
               + (f", DIVERGED ({row['diverged_reason']})" if row["diverged"] else ""), file=sys.stderr, flush=True)
+    done = {(r["spec"], tuple(r["overrides"])): r for r in load_rows(args.out)}
     rows = [done[p.key] for p in plan() if p.key in done]
     print(table(rows))
     print()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -114,3 +115,15 @@ def test_the_plan_puts_the_most_informative_rows_first(sweep):
     assert len({p.key for p in plan}) == len(plan) == 18
     assert all(sweep.PAPER in p.overrides for p in plan if "revlstm" in p.spec)
     assert not any(sweep.PAPER in p.overrides for p in plan if "revlstm" not in p.spec)
+
+
+def test_a_row_is_claimed_by_one_worker_at_a_time(sweep, tmp_path):
+    p = sweep.Planned("ptb", "ptb_lstm_small")
+    lock = tmp_path / f"{p.name}.lock"
+    lock.write_text("1")  # a live process (init) holds it
+    assert not sweep.claim(tmp_path, p) and sweep.others_running(tmp_path) == 1
+    lock.write_text("999999999")  # a worker that died: its lock is taken over
+    assert sweep.claim(tmp_path, p) and lock.read_text() == str(os.getpid())
+    assert sweep.others_running(tmp_path) == 0
+    sweep.release(tmp_path, p)
+    assert not lock.exists()
