@@ -57,6 +57,7 @@ PAPER = "model.cell_update=paper"  # the paper's RevLSTM update, whatever the de
 DATASETS = {"ptb": "Penn Treebank", "wikitext2": "WikiText-2"}
 CELL_NAMES = {"lstm": "LSTM", "gru": "GRU", "revlstm": "RevLSTM", "revgru": "RevGRU"}
 BASELINE = {"revlstm": "lstm", "revgru": "gru"}
+VOCAB = {"ptb": 10000, "wikitext2": 33278}  # a training loss above ln(V) is worse than guessing uniformly
 
 
 @dataclass(frozen=True)
@@ -159,7 +160,24 @@ def run_results(run_dir: Path) -> dict:
     out["saturated_gates_last"] = sat[-1] if sat else None
     start = next((r for r in records if r.get("event") == "start"), {})
     out["kernels"] = start.get("kernels")
+    losses = [r for r in train if _finite(r.get("loss"))]
+    worst = max(losses, key=lambda r: r["loss"], default=None)
+    out["max_train_loss"] = worst["loss"] if worst else None  # of a logged interval (its mean over the interval)
+    out["max_train_loss_epoch"] = worst.get("epoch") if worst else None
+    norms = [r["grad_norm"] for r in train if _finite(r.get("grad_norm"))]
+    out["max_grad_norm"] = max(norms) if norms else None  # interval mean, before clipping
+    out["unstable"] = unstable_reason(out)
     return out
+
+
+def unstable_reason(res: dict) -> str | None:
+    """A run that recovered from a blow-up: some logged interval's training loss was worse than
+    guessing uniformly over the vocabulary (the run is not called diverged for it)."""
+    v, loss = VOCAB.get(res.get("dataset")), res.get("max_train_loss")
+    if v is None or loss is None or loss <= math.log(v):
+        return None
+    return (f"training loss reached {loss:,.0f} nats/token in epoch {res.get('max_train_loss_epoch')} "
+            f"(uniform guessing: {math.log(v):.1f})")
 
 
 def build_row(p: Planned, run_dir: Path, attempts: list[dict], test: dict | None, commands: list[str]) -> dict:
@@ -235,9 +253,15 @@ def table(rows: list[dict]) -> str:
                 f"| {_f(r.get('test_ppl'))} | {gap} | {_f(r.get('ratio_used'), '{:.1f}×')} "
                 f"| {_f(r.get('ratio_optimal'), '{:.1f}×')} | {_f(r.get('used_over_optimal'), '{:.3f}')} "
                 f"| {_f(r.get('tokens_per_s'), '{:,.0f}')} | {_f(r.get('max_state'), '{:.3g}') if r['reversible'] else '-'} "
-                f"| {sat} | {_f(r['cpu_s'] / 60, '{:.0f}')} | {'**yes**: ' + r['diverged_reason'] if r['diverged'] else 'no'} |")
+                f"| {sat} | {_f(r['cpu_s'] / 60, '{:.0f}')} | {_diverged_cell(r)} |")
         out.append("")
     return "\n".join(out).rstrip()
+
+
+def _diverged_cell(r: dict) -> str:
+    if r["diverged"]:
+        return "**yes**: " + r["diverged_reason"]
+    return f"no, but {r['unstable']}, then recovered" if r.get("unstable") else "no"
 
 
 def summary(rows: list[dict], planned: list[Planned] | None = None) -> str:
@@ -246,6 +270,9 @@ def summary(rows: list[dict], planned: list[Planned] | None = None) -> str:
     lines = [f"{len(rows)} row{'' if len(rows) == 1 else 's'}; total CPU time {cpu / 3600:.2f} h ({cpu:,.0f} s), wall time {wall / 3600:.2f} h."]
     div = [r for r in rows if r["diverged"]]
     lines.append("Diverged: " + ("; ".join(f"{r['run']} ({r['diverged_reason']})" for r in div) if div else "none."))
+    bad = [r for r in rows if not r["diverged"] and r.get("unstable")]
+    if bad:
+        lines.append("Unstable, then recovered: " + "; ".join(f"{r['run']} ({r['unstable']})" for r in bad))
     if planned is not None:
         have = {(r["spec"], tuple(r["overrides"])) for r in rows}
         missing = [p.name for p in planned if p.key not in have]
@@ -465,6 +492,26 @@ def wait_for_turn(runs: Path, max_load: float, runner: "Runner") -> None:
         time.sleep(30)
 
 
+def refresh(out: Path, runs: Path) -> int:
+    """Rebuild the run-directory part of every row of ``out`` whose run is under ``runs``."""
+    if others_running(runs):
+        print(f"--refresh: a worker is running rows under {runs}; stop it first", file=sys.stderr)
+        return 2
+    rows, n = load_rows(out), 0
+    for r in rows:
+        run_dir = runs / r["run"]
+        if (run_dir / "metrics.jsonl").is_file():
+            r.update(run_results(run_dir))
+            reason = diverged_reason(r.get("exit_code"), r["valid_ppl_by_epoch"])
+            r["diverged"], r["diverged_reason"] = reason is not None, reason
+            n += 1
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    tmp.replace(out)
+    print(f"refreshed {n} of {len(rows)} rows from {runs}", file=sys.stderr)
+    return 0
+
+
 def _env() -> dict:
     import platform
 
@@ -490,6 +537,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-load", type=float, default=1.5,
                     help="while another worker on the same --runs trains, start a row only at or below this "
                          "1-minute load average")
+    ap.add_argument("--refresh", action="store_true",
+                    help="re-read every row's run directory under --runs (after a change to what a row holds) and "
+                         "rewrite --out; CPU times, test results and commands are kept")
     ap.add_argument("--list", action="store_true", help="print the plan and which rows --out holds, then exit")
     ap.add_argument("--table", type=Path, metavar="JSONL", help="only print the tables of saved rows")
     ap.add_argument("--plot", type=Path, metavar="PNG", help="draw PTB 1-layer perplexity against memory saving")
@@ -504,6 +554,8 @@ def main(argv: list[str] | None = None) -> int:
 
         prepare_plot(args.plot)  # matplotlib and a writable file, before any work
 
+    if args.refresh:
+        return refresh(args.out, args.runs)
     if args.table:
         rows = load_rows(args.table)
         print(table(rows))

@@ -28,7 +28,7 @@ def sweep():
 
 def _run_dir(tmp: Path, cell="revlstm", bits=3, valid=(300.0, 200.0), train=()) -> Path:
     run = tmp / "run"
-    run.mkdir()
+    run.mkdir(parents=True)
     config = {"seed": 1111, "data": {"dataset": "ptb"},
               "model": {"cell": cell, "emb_size": 256, "hidden_size": 256, "layers": 1, "max_forget_bits": bits,
                         "cell_update": "paper"},
@@ -127,3 +127,16 @@ def test_a_row_is_claimed_by_one_worker_at_a_time(sweep, tmp_path):
     assert sweep.others_running(tmp_path) == 0
     sweep.release(tmp_path, p)
     assert not lock.exists()
+
+
+def test_a_blow_up_that_recovers_is_marked_unstable_not_diverged(sweep, tmp_path):
+    train = [{"loss": 66716.8, "grad_norm": 4e4, "epoch": 1}, {"loss": 5.2, "grad_norm": 0.2, "epoch": 2}]
+    row = sweep.build_row(sweep.Planned("ptb", "ptb_revlstm_small"), _run_dir(tmp_path, train=train),
+                          [{"step": "train", "rc": 0, "wall_s": 1.0, "cpu_s": 1.0}], None, [])
+    assert not row["diverged"] and row["max_grad_norm"] == 4e4 and row["max_train_loss_epoch"] == 1
+    assert row["unstable"].startswith("training loss reached 66,717 nats/token in epoch 1")
+    assert "no, but training loss reached 66,717" in sweep.table([row])
+    assert "Unstable, then recovered: ptb_revlstm_small (training" in sweep.summary([row])
+    row2 = sweep.build_row(sweep.Planned("ptb", "ptb_revlstm_small"), _run_dir(tmp_path / "b", train=train[1:]),
+                           [{"step": "train", "rc": 0, "wall_s": 1.0, "cpu_s": 1.0}], None, [])
+    assert row2["unstable"] is None
