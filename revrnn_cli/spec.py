@@ -166,8 +166,8 @@ TASKS = ("lm", "translation")
 
 
 class TrainConfig(BaseModel):
-    """The ``train:`` section: what the training loop does (values default to the paper code's, §7.1
-    of its language-model script). It lives here, beside ``output:``, because both configure the
+    """The ``train:`` section: what the training loop does (values default to the paper code's
+    ``language_modelling/train.py``). It lives here, beside ``output:``, because both configure the
     runner that reads the spec, and the spec must not depend on the runner."""
 
     model_config = ConfigDict(extra="forbid")

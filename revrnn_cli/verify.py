@@ -7,7 +7,8 @@
 For one configuration it runs T steps forward (training mode, so dropout and DropConnect masks are
 in play) recording every intermediate integer state, reverses back to the start, and reports
 whether every state was recovered bit-for-bit and every buffer emptied, the largest state error,
-the paper's memory accounting (normal / used / optimal bits, digest §4), and how far the gradients
+the paper's memory accounting (normal / used / optimal bits, reference `language_modelling/train.py`), and how far
+the gradients
 of ``reverse`` mode are from those of ``store`` mode on the same model and data.
 """
 
@@ -212,7 +213,8 @@ def _check_gradients(model, x) -> dict:
         denom = float(gs.norm())
         if denom > 0:
             worst = max(worst, float((gr - gs).norm()) / denom)
-    # the reference's approximate recomputation is off by up to 0.1 degree here (digest §3.7)
+    # the reference's approximate recomputation is off by up to 0.1 degree here (reference
+    # `language_modelling/rev_training/model.py`)
     vr = torch.cat([g.reshape(-1).double() for g in grads["reverse"]])
     vs = torch.cat([g.reshape(-1).double() for g in grads["store"]])
     cos = float(torch.dot(vr, vs) / (vr.norm() * vs.norm()))

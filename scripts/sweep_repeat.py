@@ -1,4 +1,4 @@
-"""How many hidden units each model needs for the repeat task, by sequence length (paper §4, digest §2).
+"""How many hidden units each model needs for the repeat task, by sequence length (paper §4).
 
     python scripts/sweep_repeat.py                                  # the full grid (about 40 min on one thread)
     python scripts/sweep_repeat.py --models gru,nf_revgru --lengths 5,10 --sizes 4,8,16

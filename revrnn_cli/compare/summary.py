@@ -7,7 +7,8 @@ and no data set is read, so comparing runs is instant and works on a machine wit
 * **Validation curve**: the ``valid`` records, one per epoch (perplexity, and accuracy or BLEU
   when the records carry them), each placed on a training-time axis: minutes since the run
   started, with the gaps between a stop and its ``--resume`` left out.
-* **Memory**: the paper's ratios (digest §4) of the bits summed over the logged training intervals.
+* **Memory**: the paper's ratios (reference `language_modelling/train.py`) of the bits summed over the logged
+training intervals.
   The logs carry each interval's ratios, not its bits; the intervals all have ``log_interval``
   steps, so their normal bits are taken as equal and the sums follow from the ratios:
   normal/used = n / Σ(1 / r_used), used/optimal = Σ(1 / r_used) / Σ(1 / r_optimal).

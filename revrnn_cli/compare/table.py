@@ -56,7 +56,7 @@ def print_table(result: dict) -> None:
             first = False
     err.print(t)
     if any(r["results"].get("ratio_used") is None for r in runs) and any(r["results"].get("ratio_used") for r in runs):
-        err.print("normal/used: the paper's accounting of the hidden states (digest §4), summed over the training "
+        err.print("normal/used: the paper's accounting of the hidden states, summed over the training "
                   "intervals; '-' = an ordinary model, which stores them all")
 
 

@@ -3,7 +3,7 @@
 The token stream is cut into ``batch_size`` contiguous columns. Column ``j``
 holds the ``j``-th consecutive chunk of the corpus, so the hidden state
 carried from one window to the next continues the same text. Windows are
-taken along the time axis. With randomised BPTT (AWD-LSTM, digest §7.1) the
+taken along the time axis. With randomised BPTT (AWD-LSTM, reference `language_modelling/train.py`) the
 window length varies, so that epochs do not always cut the text at the same
 places.
 """

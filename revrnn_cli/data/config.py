@@ -50,7 +50,8 @@ class DataConfig(BaseModel):
 
 
 class TranslationDataConfig(BaseModel):
-    """A parallel corpus for translation and how to preprocess it (digest §7.2; loader: :mod:`.translation`).
+    """A parallel corpus for translation and how to preprocess it (reference `nmt/train_scripts/*.sh`,
+    `nmt/opts.py`; loader: :mod:`.translation`).
 
     ``dataset``: ``multi30k`` (task 1, en–de; raw files read from ``<data_dir>/multi30k/``, ``data_dir``
     else ``REVRNN_DATA_DIR`` else ``./data``; fetched from the hub dataset ``bentrevett/multi30k`` when
@@ -66,14 +67,18 @@ class TranslationDataConfig(BaseModel):
     data_dir: str | None = None
     download: bool = True
     verify: bool = True
-    # Translation direction; the paper's Multi30K experiments are en→de (digest §7.2).
+    # Translation direction; the paper's Multi30K experiments are en→de (reference `nmt/train_scripts/*.sh`,
+    # `nmt/opts.py`).
     src_lang: Literal["en", "de"] = "en"
     tgt_lang: Literal["en", "de"] = "de"
-    # preprocess.py -src_seq_length/-tgt_seq_length 50: longer training pairs are dropped (digest §7.2).
+    # preprocess.py -src_seq_length/-tgt_seq_length 50: longer training pairs are dropped (reference
+    # `nmt/train_scripts/*.sh`, `nmt/opts.py`).
     max_len: int = Field(50, ge=1)
-    # download_multi30k.sh lowercases (lowercase.perl, preprocess.py -lower) after Moses tokenisation (§7.2).
+    # download_multi30k.sh lowercases (lowercase.perl, preprocess.py -lower) after Moses tokenisation (reference
+    # nmt scripts).
     lowercase: bool = True
-    # preprocess.py defaults: no minimum frequency, at most 50,000 words per side, specials not counted (§7.2).
+    # preprocess.py defaults: no minimum frequency, at most 50,000 words per side, specials not counted (reference
+    # nmt/opts.py).
     min_freq: int = Field(1, ge=1)
     max_vocab: int = Field(50_000, ge=1)
     n_train: int | None = Field(None, ge=1)

@@ -1,4 +1,4 @@
-"""The paper's toy sequence tasks (digest §2), generated from a seed with no files.
+"""The paper's toy sequence tasks (paper §4), generated from a seed with no files.
 
 They show why a perfectly reversible RNN cannot forget. ``repeat`` needs no
 memory for an ordinary RNN. Run backwards, however, an exactly reversible

@@ -1,4 +1,5 @@
-"""Moses tokenisation of parallel text (sacremoses), with an on-disk cache (digest §7.2).
+"""Moses tokenisation of parallel text (sacremoses), with an on-disk cache (reference `nmt/train_scripts/*.sh`,
+`nmt/opts.py`).
 
 Tokenising the 60k Multi30k sentences takes a few seconds, so the *cased*
 Moses tokens of each file are cached as JSON under ``$REVRNN_CACHE_DIR`` (else

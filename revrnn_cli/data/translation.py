@@ -1,7 +1,7 @@
 """Parallel corpora for translation (Multi30k en↔de): tokenisation, vocabularies, length buckets, batches.
 
 Preprocessing follows the paper's ``nmt/download_multi30k.sh`` + OpenNMT
-``preprocess.py`` (digest §7.2):
+``preprocess.py`` (reference `nmt/train_scripts/*.sh`, `nmt/opts.py`):
 
 * Moses tokenisation with aggressive hyphen splitting and no escaping
   (``tokenizer.perl -a -no-escape -l <lang>``), here

@@ -31,7 +31,7 @@ def deterministic_settings() -> None:
 
     TF32 would make a CUDA matmul round differently from run to run of the same shapes, and
     non-deterministic cuBLAS reductions likewise; one unit of difference in a gate corrupts every
-    earlier state (digest §9.3). CPU kernels are deterministic for fixed shapes and thread counts.
+    earlier state. CPU kernels are deterministic for fixed shapes and thread counts.
     """
     import os
 
@@ -44,6 +44,7 @@ def deterministic_settings() -> None:
 __all__ = [
     "ALLOWED_FORGET_BITS",
     "BACKPROP_MODES",
+    "DEFAULT_BACKPROP",
     "FixedPointError",
     "InformationBuffer",
     "NonFiniteError",
@@ -54,6 +55,8 @@ __all__ = [
     "RevState",
     "ReversalError",
     "ReversibleRNN",
+    "Segment",
+    "SegmentOutput",
     "StateOverflowError",
     "deterministic_settings",
 ]

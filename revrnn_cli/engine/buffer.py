@@ -1,7 +1,7 @@
-"""The information buffer: exact multiplication by quantised forget gates (paper Algorithm 1, §3.4).
+"""The information buffer: exact multiplication by quantised forget gates (paper Algorithm 1).
 
 Multiplying a fixed-point state by a gate Z/1024 < 1 destroys log2(1024/Z) bits. To undo it later
-we keep exactly those bits. Per unit, the multiplication is (Maclaurin et al. 2015; digest §3.4)
+we keep exactly those bits. Per unit, the multiplication is (Maclaurin et al. 2015; paper's Algorithm 1)
 
     push the 10 low bits of h        B <- 1024 B + (h mod 1024);   h <- floor(h / 1024)
     pop a base-Z digit into h        h <- Z h + (B mod Z);         B <- floor(B / Z)
@@ -31,7 +31,7 @@ per unit: ``used_bits``. The division must see the heads again, so :meth:`unseal
 
 The byte stack is LIFO across all multiplications of a buffer, which is why several states (h1, h2,
 c1, c2 of a layer, and layers of equal width) can share one buffer as long as their divisions run in
-exactly the reverse order of their multiplications (digest §3.5).
+exactly the reverse order of their multiplications (reference `buffer.py`).
 """
 
 from __future__ import annotations
@@ -145,7 +145,7 @@ class InformationBuffer:
 
         ``z`` (the unquantised gate) is only used to account the optimal bits, -log2 z. The first
         ``skip`` units are multiplied *without* storing their lost bits (:func:`floor_mul`): their
-        values are kept elsewhere (the attention slice of an NMT encoder, paper §5), and the
+        values are kept elsewhere (the attention slice of an NMT encoder; reference `nmt/revencoder.py`), and the
         division leaves them for the caller to restore.
         """
         self.reserve(self.rounds * self.numel)
@@ -202,7 +202,8 @@ class InformationBuffer:
 
     @property
     def optimal_bits(self) -> float:
-        """Σ -log2 z over every multiplication so far (the information-theoretic minimum, paper §4)."""
+        """Σ -log2 z over every multiplication so far (the information-theoretic minimum: the reference's optimal
+        bits)."""
         if self.zprod is None:
             return float("nan")
         self._fold()
@@ -330,7 +331,7 @@ def floor_mul(h: torch.Tensor, Z: torch.Tensor) -> torch.Tensor:
 
 class NullBuffer:
     """A buffer that stores nothing: the lossy forward used at test time (beam search), where
-    nothing is reversed (the reference's ``forward_test``, digest §5). Not invertible."""
+    nothing is reversed (the reference's ``forward_test``). Not invertible."""
 
     def mul(self, h: torch.Tensor, Z: torch.Tensor, z: torch.Tensor | None = None, skip: int = 0) -> torch.Tensor:
         return floor_mul(h, Z)

@@ -1,7 +1,7 @@
 """RevGRU and RevLSTM cells: one step forward, its exact inverse, and its local backward (paper §3).
 
 A layer's state is split into halves updated one after the other, each from the *other* half, so
-each half's update can be undone once the other half is known (digest §1):
+each half's update can be undone once the other half is known (reference `revgru.py`, `revlstm.py`):
 
     RevGRU   [z1; r1] = σ(W1 [x; h2]),  g1 = tanh(V1 [x; r1 ⊙ h2]),  h1 <- z1 ⊙ h1 + (1 - z1) ⊙ g1
              then the same for h2 from the *new* h1.
@@ -9,23 +9,25 @@ each half's update can be undone once the other half is known (digest §1):
              c1 <- f1 ⊙ c1 + i1 ⊙ g1,  h1 <- p1 ⊙ h1 + o1 ⊙ tanh(c1)   (tanh of the *new* c1)
              then the same for (c2, h2) from the new h1.
 
-The forget gates z, f, p are squashed into (2^-k, 1) ("max forgetting", §3.3), quantised to Z/1024,
+The forget gates z, f, p are squashed into (2^-k, 1) ("max forgetting", the reference's `--max_forget`), quantised
+to Z/1024,
 and applied by the exact multiplication of :class:`~revrnn_cli.engine.buffer.InformationBuffer`;
 the additive terms are quantised to 2^-23 and use the *unquantised* gate, as the reference does.
 The inverse runs the halves in the opposite order: half 2 (h, then c), then half 1 (h, then c).
 
-Bit-identical recomputation (digest §9.3): :meth:`gates` is the one function that turns an input
+Bit-identical recomputation: :meth:`gates` is the one function that turns an input
 and the other half into gate values. The forward step, the inverse step and the store-mode autograd
 step all call it with the same operations on tensors of the same shapes, so Z and U come out
 bit-for-bit the same in every pass. Do not specialise one pass (fusing, batching over time,
 reordering a sum) without doing the same in the others.
 
-Gradients are straight-through for the quantisation (§3.6): the multiplication contributes
+Gradients are straight-through for the quantisation (as in the reference's `fixed_util.py`): the multiplication
+contributes
 dL/dh_old = g * Z/1024 and dL/dz = g * h_old, and the additive term is differentiated as a float.
 :meth:`backward` implements exactly that by hand, from the activations the inverse step has just
 computed, so that `reverse` mode needs no second forward per step (about 4/3 the cost of `store`).
 
-The no-forgetting variants (``forget=False``, NF-RevGRU / NF-RevLSTM of §2 of the digest) keep the
+The no-forgetting variants (``forget=False``, NF-RevGRU / NF-RevLSTM of paper §4) keep the
 multiplier at exactly 1: h <- h + (1 - z) ⊙ g, and c <- c + i ⊙ g, h <- h + o ⊙ tanh(c). They are
 reversible with no buffer at all, and must therefore remember everything.
 """
@@ -57,7 +59,7 @@ derivative's factor s(1 - s)), whatever the recurrent term adds; finite, so no i
 
 
 class _StraightThrough(torch.autograd.Function):
-    """Value of an exact fixed-point update, gradient of its real-valued counterpart (§3.6).
+    """Value of an exact fixed-point update, gradient of its real-valued counterpart (reference `fixed_util.py`).
 
     Forward returns float(new_int). Backward treats the update as h_new = (Z/1024) h_old + u, so
     dh_old = g Z/1024, dz = g h_old (Z's quantisation is straight-through to z), du = g.
@@ -100,7 +102,8 @@ class _RevCell(nn.Module):
         self.one_minus_m = 1.0 - self.m
         self.zero_guard = forget and max_forget_bits is None
         # Units of h1 multiplied without the buffer because their values are stored elsewhere (the
-        # first N units of an NMT encoder's top layer, its attention slice, digest §5); 0 = none.
+        # first N units of an NMT encoder's top layer, its attention slice;
+        # reference `nmt/revencoder.py`); 0 = none.
         self.lossy_units = 0
         self._pad_cache: torch.Tensor | None = None
 
@@ -158,7 +161,7 @@ class _RevCell(nn.Module):
 
 
 class RevGRUCell(_RevCell):
-    """Reversible GRU cell (digest §1.1).
+    """Reversible GRU cell (reference `revgru.py`).
 
     Weights: ``wx`` [in, 3H] with bias ``bx`` maps the input to both halves' gate pre-activations,
     columns [z1 r1 | g1 | z2 r2 | g2]; ``wh_j`` [H/2, H] maps the other half to [z_j; r_j] and
@@ -303,7 +306,7 @@ def parse_cell_update(value, cell: str = "revlstm", forget: bool = True) -> str:
 
 
 class RevLSTMCell(_RevCell):
-    """Reversible LSTM cell (digest §1.2).
+    """Reversible LSTM cell (reference `revlstm.py`).
 
     Weights: ``wx`` [in, 5H] with bias ``bx`` gives both halves' gate pre-activations from the
     input; ``wh_j`` [H/2, 5H/2] adds the other half's h (never c). The paper's five blocks per half
@@ -341,7 +344,8 @@ class RevLSTMCell(_RevCell):
     formulas (they depend only on the gates, on c' and on P, F).
 
     **Gradients** (straight-through: the quantised gate's value, the gradient passed to the float
-    gate, §3.6). With a = i g, b = o tanh(c') and upstream gradients dc', dh' (dc' already includes
+    gate, as in the reference's `fixed_util.py`). With a = i g, b = o tanh(c') and upstream gradients dc', dh' (dc'
+    already includes
     h's share through tanh(c')):
 
         paper:    dh = q_p dh'       dp = dh' h          do = dh' tanh(c')          dc' += dh' o (1 - tanh²c')

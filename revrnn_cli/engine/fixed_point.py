@@ -1,4 +1,5 @@
-"""Fixed-point numbers for exactly reversible recurrences (paper §3.1–§3.3, digest §3).
+"""Fixed-point numbers for exactly reversible recurrences (the paper's finite-precision scheme; reference
+`buffer.py`, `fixed_util.py`).
 
 A reversible RNN can only undo its own updates if every update is exact. Floating point is not:
 ``(h * z) / z != h`` in general, and the error compounds backwards in time. So the *states*
@@ -27,10 +28,10 @@ from __future__ import annotations
 import torch
 
 HIDDEN_FRAC_BITS = 23
-"""Fractional bits of the fixed-point states (paper §3.1): resolution 2^-23."""
+"""Fractional bits of the fixed-point states (the reference's `hidden_radix = 23`): resolution 2^-23."""
 
 FORGET_FRAC_BITS = 10
-"""Forget gates are multiples of 2^-10 (digest §3.2)."""
+"""Forget gates are multiples of 2^-10 (the reference's `forget_radix = 10`)."""
 
 FORGET_ONE = 1 << FORGET_FRAC_BITS
 HIDDEN_SCALE = float(1 << HIDDEN_FRAC_BITS)
@@ -59,7 +60,7 @@ _SCALE_T = torch.tensor(HIDDEN_SCALE, dtype=torch.float32)
 _ONE_T = torch.tensor(float(FORGET_ONE), dtype=torch.float32)
 
 ALLOWED_FORGET_BITS = (1, 2, 3, 5, None)
-"""The "max forgetting" settings of the paper (digest §3.3); None means no limit."""
+"""The "max forgetting" settings of the paper (the reference's `--max_forget`); None means no limit."""
 
 
 class FixedPointError(ArithmeticError):
@@ -91,7 +92,8 @@ def parse_forget_bits(value):
 def forget_squash(max_forget_bits: int | None) -> float:
     """The paper's ``max_forget`` m = 1 - 2^-k: z = m*sigmoid(a) + (1 - m) lies in (2^-k, 1).
 
-    Then at most k bits per unit per step are forgotten (digest §3.3). ``None`` is "no limit" (m = 1).
+    Then at most k bits per unit per step are forgotten (the reference's `--max_forget`). ``None`` is "no limit" (m
+    = 1).
     ``0`` is the no-forgetting limit (m = 0, z = 1): used by the NF variants. Takes a value that
     :func:`parse_forget_bits` (the one validator) has accepted.
     """
@@ -118,11 +120,11 @@ def to_float(h: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tenso
 
 
 def quantize_gate(z: torch.Tensor, allow_zero_guard: bool) -> torch.Tensor:
-    """Z = round(1024 z) as an integer of the state's type (paper §3.2).
+    """Z = round(1024 z) as an integer of the state's type (the reference's `forget_radix = 10`).
 
     With a forgetting limit, z > 2^-k keeps Z >= 2^(10-k) >= 1 automatically. Without one
     (``allow_zero_guard``), Z may round to 0, which would destroy the state: it is replaced by 1,
-    as the reference's ``EnsureNotForgetAll`` does, but only in that case (digest §9.4). The
+    as the reference's ``EnsureNotForgetAll`` does, but only in that case (reference `fixed_util.py`). The
     effective cap without a limit is therefore 10 bits per step.
     """
     Z = (z * _ONE_T).round_().to(STATE_DTYPE)
@@ -173,7 +175,8 @@ def check_finite(tensors, where: str) -> None:
 
 
 def bits_forgotten(z: torch.Tensor) -> torch.Tensor:
-    """-log2 z summed over all elements: the information-theoretic cost of a forget gate (digest §4)."""
+    """-log2 z summed over all elements: the information-theoretic cost of a forget gate (reference
+    `language_modelling/train.py`)."""
     return -torch.log2(z.to(torch.float64)).sum()
 
 

@@ -56,7 +56,7 @@ class ReversibleRNN(nn.Module):
         input_size, hidden_size, num_layers: as in ``nn.LSTM``.
         top_size: width of the last layer if different from ``hidden_size`` (AWD-LSTM style).
         max_forget_bits: 1, 2, 3, 5 or None (no limit): at most this many bits forgotten per unit
-            per step (digest §3.3).
+            per step (the reference's `--max_forget`).
         forget: False builds the no-forgetting variant (NF-RevGRU / NF-RevLSTM), which needs no buffer.
         dropout: locked (variational) dropout on the input of every layer but the first.
         weight_drop: DropConnect on the recurrent rows of every weight matrix.
@@ -121,7 +121,7 @@ class ReversibleRNN(nn.Module):
         """Every layer's weights, flat, in the order the engine takes them."""
         return [w for c in self.cells for w in c.weights()]
 
-    # ---- per-sequence randomness, drawn once so that every pass sees the same values (§9.13) ----
+    # ---- per-sequence randomness, drawn once so that every pass sees the same values ----
     def sample_masks(self, batch: int, device, dtype=torch.float32) -> tuple[list, list | None]:
         masks = [None] * len(self.cells)
         if self.training and self.dropout > 0:
@@ -188,14 +188,14 @@ class _Sequence(Segment):
 
 
 class RevGRU(ReversibleRNN):
-    """Stacked reversible GRU (digest §1.1). ``RevGRU(..., forget=False)`` is the NF-RevGRU."""
+    """Stacked reversible GRU (reference `revgru.py`). ``RevGRU(..., forget=False)`` is the NF-RevGRU."""
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, **kw):
         super().__init__("revgru", input_size, hidden_size, num_layers, **kw)
 
 
 class RevLSTM(ReversibleRNN):
-    """Stacked reversible LSTM (digest §1.2). ``RevLSTM(..., forget=False)`` is the NF-RevLSTM."""
+    """Stacked reversible LSTM (reference `revlstm.py`). ``RevLSTM(..., forget=False)`` is the NF-RevLSTM."""
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, **kw):
         super().__init__("revlstm", input_size, hidden_size, num_layers, **kw)

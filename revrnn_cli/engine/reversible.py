@@ -1,4 +1,5 @@
-"""The step loops of a reversible stack: forward, reversal with backprop, and autograd (paper §3.7).
+"""The step loops of a reversible stack: forward, reversal with backprop, and autograd (reference
+`language_modelling/rev_training/model.py`).
 
 ``forward_steps`` runs the stack without autograd; ``reverse_steps`` *undoes* every step exactly,
 newest first (popping the buffers), and from the gate activations the inverse has just recomputed
@@ -12,8 +13,8 @@ gradient direction).
 Time is processed in chunks of ``chunk`` steps, layer by layer within a chunk: the input part of
 every gate is one matmul per chunk and layer (:meth:`project`), only the recurrent part runs per
 step, and the weight gradients are one matmul per chunk. The chunks are the same in every pass,
-which is what keeps the recomputed gates bit-identical (digest §9.3 of the paper's code notes:
-same kernels, same shapes). The backward pass holds one chunk's activations at a time:
+which is what keeps the recomputed gates bit-identical (same kernels,
+same shapes). The backward pass holds one chunk's activations at a time:
 O(chunk x batch x hidden), independent of the sequence length. Each layer has its own buffer,
 whose pushes and pops are LIFO over that layer's steps.
 
@@ -143,7 +144,7 @@ class Plan:
 
 def make_buffers(cells, batch: int, device, capacity_hint: int = 1 << 16,
                  track_optimal: bool = True) -> list[InformationBuffer | None]:
-    """One buffer per layer that forgets (h1, h2, c1, c2 of the layer share it, paper §3.5 code notes)."""
+    """One buffer per layer that forgets (h1, h2, c1, c2 of the layer share it, as in the reference's `buffer.py`)."""
     return [InformationBuffer((batch, c.half), device, c.max_forget_bits, capacity_hint, track_optimal)
             if c.forget else None for c in cells]
 
@@ -260,7 +261,7 @@ def _backward_chunk(plan, a, b, inputs, saved, Y_top, dstate, dy_chunk, dx_chunk
     cells = plan.cells
     dY = dy_chunk(a, b, Y_top) if dy_chunk is not None else None
     for l in range(len(cells) - 1, -1, -1):
-        cell, (wx, _, *Wh), sv = cells[l], plan.weights[l], saved[l]
+        cell, wx, sv = cells[l], plan.weights[l][0], saved[l]
         h2 = cell.half
         WhT = plan.recurrent_transposed(l)
         if plan.native:
@@ -342,7 +343,7 @@ def normal_bits(sizes: list[int], steps: int, batch: int, lstm: bool) -> int:
 
 def bit_stats(plan: Plan, steps: int, batch: int, stored_bits: int = 0, real_steps: int | None = None,
               max_state: float | None = None) -> dict:
-    """The paper's accounting for one pass: normal, used and optimal bits (paper §4).
+    """The paper's accounting for one pass: normal, used and optimal bits (reference `language_modelling/train.py`).
 
     ``stored_bits`` (units kept outside the buffer, e.g. an attention slice) count as used and as
     optimal; ``real_steps`` (summed over the batch) replaces steps x batch in the normal bits when

@@ -9,7 +9,8 @@ project is one :class:`Segment`: the layers of :mod:`.layers`, the language mode
 rebuilt from token ids, tied softmax recomputed chunk by chunk), the translation encoder (outputs
 kept for attention) and decoder (attention head and loss).
 
-``reverse`` mode (:class:`ReversibleSegment`, paper §3.7): the forward pass keeps the final integer
+``reverse`` mode (:class:`ReversibleSegment`; reference `language_modelling/rev_training/model.py`): the forward
+pass keeps the final integer
 state, the sealed buffers, what the segment itself keeps O(B x hidden) (masks, token ids) and the
 units the segment asked to keep; nothing else of size O(T). The backward pass reverses the stack
 chunk by chunk, rebuilds the inputs, recomputes the head from the recovered outputs and
@@ -112,7 +113,7 @@ class KeptUnits:
     """The first n units of the top layer's output at every step, kept as integers.
 
     Attention reads them, and the first ``lossy`` of them were multiplied without the buffer
-    (paper §5: the slice is stored explicitly), so reversal restores those from here. Between the
+    (reference `nmt/revencoder.py`: the slice is stored explicitly), so reversal restores those from here. Between the
     forward and the backward pass they are held as int32 whenever they fit (one host read per pass),
     which is the paper's 32 bits per stored unit.
     """
@@ -236,7 +237,7 @@ def _kept(job: _Job, segment: Segment) -> KeptUnits | None:
 
 def _stats(job: _Job, plan: Plan) -> dict:
     """The pass's accounting; checks the state range (the one host read of the pass). Kept units
-    count at the paper's 32 bits each (paper §4)."""
+    count at the paper's 32 bits each (reference `language_modelling/train.py`)."""
     max_state = plan.check_range()
     real = int(job.active.sum()) if job.active is not None else None
     stored = 32 * job.segment.keep_units * job.steps * job.batch

@@ -1,6 +1,6 @@
 """Corpus BLEU, two ways: the paper-comparable tokenised score and the standard detokenised sacreBLEU.
 
-* :func:`tokenized_bleu` is what the paper reports (digest §7.2): Moses'
+* :func:`tokenized_bleu` is what the paper reports (reference `nmt/train_scripts/*.sh`, `nmt/opts.py`): Moses'
   ``multi-bleu.perl`` on tokenised, lowercased hypotheses against the
   tokenised, lowercased references (``.tok.low``). It depends on the
   tokenisation, so it is only comparable with numbers computed the same way.

@@ -1,4 +1,5 @@
-"""The paper's activation-memory accounting (digest §4), shared by training logs and memprofile.
+"""The paper's activation-memory accounting (reference `language_modelling/train.py`), shared by training logs and
+memprofile.
 
     normal bits   = Σ_layers 32 · T · B · H_l   (×2 for LSTMs: h and c)   what ordinary BPTT stores
     used bits     = what the reversible model keeps: buffer bytes + sealed heads
@@ -28,7 +29,7 @@ def memory_ratios(bits: dict) -> dict:
 
 
 SIDES = ("enc", "dec")
-"""Prefixes of the per-side accounting of an encoder-decoder (digest §4: the two are reported apart)."""
+"""Prefixes of the per-side accounting of an encoder-decoder (the reference's nmt code reports the two apart)."""
 
 
 def all_ratios(bits: dict) -> dict:

@@ -12,7 +12,8 @@ Modes (the same sizes, dropouts and data; token ids are random, so no data files
 * ``store``      the reversible model with ordinary autograd through its fixed-point cells;
 * ``reverse``    the reversible model trained by reversal (nothing O(T) kept but the buffer).
 
-For each, a row reports the paper's accounting (digest §4), the bytes kept for backward, the peak
+For each, a row reports the paper's accounting (reference `language_modelling/train.py`), the bytes kept for
+backward, the peak
 memory of the step (:mod:`.measure`), and the step's time.
 """
 

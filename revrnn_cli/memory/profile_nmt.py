@@ -6,7 +6,7 @@ Modes: ``bptt`` (the GRU/LSTM baseline of the same size, attending over its full
 ``store`` and ``reverse`` (the spec's reversible model with its context). Source and target
 sentences are random token ids of length T (no padding), so no data files are needed; the
 vocabulary sizes are those of Multi30k after the paper's preprocessing. Rows report the paper's
-accounting for the encoder and the decoder separately (digest §4: the encoder adds the stored
+accounting for the encoder and the decoder separately (as the reference's nmt code does: the encoder adds the stored
 attention slice), the bytes kept for backward and the measured peak, as for language models.
 """
 

@@ -1,4 +1,5 @@
-"""Luong "general" attention and the output layer of the translation decoder (digest §5).
+"""Luong "general" attention and the output layer of the translation decoder (reference `nmt/revencoder.py`,
+`nmt/revdecoder.py`).
 
 Per decoder step, from the top decoder state h (after output dropout) and a context [S, B, C]:
 

@@ -1,4 +1,5 @@
-"""Ordinary GRU/LSTM stacks, the baselines the reversible models are compared with (digest §7.1).
+"""Ordinary GRU/LSTM stacks, the baselines the reversible models are compared with (reference
+`language_modelling/train.py`).
 
 They wrap ``nn.GRU`` / ``nn.LSTM`` (one module per layer, as AWD-LSTM does, because the top layer's
 width differs) and add the same regularisation as the reversible stacks: locked dropout between

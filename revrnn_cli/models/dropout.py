@@ -1,4 +1,4 @@
-"""Per-sequence dropout masks (AWD-LSTM; paper §3.7 and digest §9.13).
+"""Per-sequence dropout masks (AWD-LSTM, as in the reference's language_modelling code).
 
 Reversal recomputes every step, so every random choice must be drawn once per segment and reused
 exactly: locked ("variational") dropout uses one [B, features] mask for all time steps, embedding

@@ -1,7 +1,8 @@
 """Word-level language model: embedding -> stacked RNN -> softmax tied to the embedding (AWD-LSTM).
 
-The top layer is as wide as the embedding so that the softmax can share its matrix (digest §1.3,
-§9.9). Regularisation as in the paper's code (digest §7.1): word-level embedding dropout
+The top layer is as wide as the embedding so that the softmax can share its matrix (reference
+`language_modelling/rev_training/model.py`). Regularisation as in the paper's code (reference
+`language_modelling/train.py`): word-level embedding dropout
 (``dropoute``), locked dropout on the embedded input (``dropouti``), between layers
 (``dropouth``) and on the output (``dropout``), DropConnect on the recurrent weights (``wdrop``).
 
@@ -36,7 +37,8 @@ REVERSIBLE = ("revgru", "revlstm")
 
 
 class LMConfig(BaseModel):
-    """The ``model:`` section of a language-model spec (defaults: the paper code's, digest §7.1)."""
+    """The ``model:`` section of a language-model spec (defaults: the paper code's, reference
+    `language_modelling/train.py`)."""
 
     model_config = ConfigDict(extra="forbid")
 

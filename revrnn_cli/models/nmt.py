@@ -1,4 +1,5 @@
-"""Attention encoder-decoder for translation, reversible or ordinary (digest §5, §7.2).
+"""Attention encoder-decoder for translation, reversible or ordinary (reference `nmt/revencoder.py`,
+`nmt/revdecoder.py`, `nmt/train_scripts/*.sh`).
 
     revrnn train experiments/multi30k_revgru_small.yaml
     revrnn train experiments/multi30k_revgru.yaml --set model.context=emb+slice:20 --set model.enc_max_forget_bits=2
@@ -7,7 +8,8 @@ Encoder and decoder are stacks of the same cell; the decoder starts from the enc
 (every layer) and has no input feeding, so its recurrence runs on the target embeddings alone and
 the attention head (:mod:`.attention`) is applied to its outputs a chunk at a time.
 
-What the attention looks at (``model.context``) is what decides the encoder's memory (digest §5):
+What the attention looks at (``model.context``) is what decides the encoder's memory (reference
+`nmt/revencoder.py`, `nmt/revdecoder.py`):
 
 * ``hidden``       every top-layer state (the baselines; a reversible encoder then stores them all);
 * ``emb``          the source embeddings after input dropout: rebuilt from token ids, free;
@@ -50,7 +52,8 @@ _CONTEXT = re.compile(r"^(hidden|emb|slice:(\d+)|emb\+slice:(\d+))$")
 
 
 class NMTConfig(BaseModel):
-    """The ``model:`` section of a translation spec (defaults: the paper's Multi30k scripts, digest §7.2)."""
+    """The ``model:`` section of a translation spec (defaults: the paper's Multi30k scripts, reference
+    `nmt/train_scripts/*.sh`, `nmt/opts.py`)."""
 
     model_config = ConfigDict(extra="forbid")
 

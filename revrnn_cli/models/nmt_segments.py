@@ -1,4 +1,5 @@
-"""The translation model's two uses of the engine's reversible primitive (paper §5).
+"""The translation model's two uses of the engine's reversible primitive (reference `nmt/revencoder.py`,
+`nmt/revdecoder.py`).
 
 * :class:`EncoderSegment`: the source embeddings in (rebuilt from token ids), and out the *context
   units* the attention reads: the first N units of the top layer for ``slice:N``, every top-layer

@@ -5,7 +5,7 @@ so they know nothing about the network: ``start`` runs the encoder,
 ``step`` advances the decoder by one token for ``N`` rows, and ``select``
 keeps / repeats rows of the decoder state (how beams are forked).
 
-The paper's test-time settings (digest §7.2, OpenNMT ``translate.py``): beam
+The paper's test-time settings (the reference's OpenNMT ``translate.py``): beam
 size 5, at most 100 decoding steps, no length or coverage penalty, best
 hypothesis = the highest *summed* log-probability among finished ones, then
 ``-replace_unk``.
@@ -47,7 +47,8 @@ __all__ = ["DecodeConfig", "Hypothesis", "StepModel", "beam_search", "greedy", "
 
 
 class DecodeConfig(BaseModel):
-    """The ``decode:`` section of a translation spec (OpenNMT ``translate.py`` defaults, digest §7.2)."""
+    """The ``decode:`` section of a translation spec (OpenNMT ``translate.py`` defaults, as in the reference's nmt
+    code)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -213,7 +214,8 @@ def beam_search(
 
 
 def replace_unk(tokens: Sequence[str], attn: torch.Tensor, src_tok: Sequence[str], unk: str = "<unk>") -> list[str]:
-    """Replace each ``unk`` in ``tokens`` by the source token with the highest attention (digest §7.2).
+    """Replace each ``unk`` in ``tokens`` by the source token with the highest attention (``-replace_unk`` in the
+    reference's nmt/train_scripts).
 
     ``attn`` [len(tokens), S'] holds, row ``i``, the attention used to emit
     token ``i``; only its first ``len(src_tok)`` columns are considered.

@@ -1,4 +1,5 @@
-"""Translating a split and scoring it: beam search or greedy, replace_unk, BLEU two ways (digest §7.2).
+"""Translating a split and scoring it: beam search or greedy, replace_unk, BLEU two ways (reference
+`nmt/train_scripts/*.sh`, `nmt/opts.py`).
 
     revrnn evaluate runs/multi30k_revgru_small --split test            # beam 5 (the spec's), BLEU
     revrnn evaluate runs/multi30k_revgru_small --split test --beam 1   # greedy

@@ -1,4 +1,4 @@
-"""Language modelling as a task for the shared training loop (digest §7.1).
+"""Language modelling as a task for the shared training loop (reference `language_modelling/train.py`).
 
 Two kinds of data:
 

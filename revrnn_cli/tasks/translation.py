@@ -1,4 +1,4 @@
-"""Translation as a task for the shared training loop (digest §7.2).
+"""Translation as a task for the shared training loop (reference `nmt/train_scripts/*.sh`, `nmt/opts.py`).
 
 Batches are length-bucketed sentence pairs, reshuffled every epoch from a generator seeded by the
 spec's seed and the epoch (so a resumed epoch replays the same batches and skips those done). The

@@ -30,7 +30,6 @@ from revrnn_cli.data import (
 from revrnn_cli.data import download as dl
 from revrnn_cli.data import multi30k as m30k
 from revrnn_cli.data import tokenize as tok
-from revrnn_cli.data import translation as tr
 from revrnn_cli.data.translation import BOS, EOS, PAD, UNK, load_parallel_corpus
 
 # shared/data/README.md §3, repeated here on purpose.

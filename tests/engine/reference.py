@@ -1,6 +1,7 @@
 """A float64 reference of the reversible GRU / LSTM equations, *without* any quantisation.
 
-Written from the paper digest (§1.1, §1.2, §3.3), not from the engine: it only reads the cells'
+Written from the paper's equations and the reference's `revgru.py` / `revlstm.py`, not from the engine: it only
+reads the cells'
 parameters in their documented layout and never calls engine code. Everything is differentiable,
 so ``torch.autograd`` gives the exact gradient of the real-valued recurrence.
 
@@ -25,7 +26,7 @@ import torch
 
 
 def squash_m(max_forget_bits) -> float:
-    """m = 1 - 2^-k (digest §3.3); 1 for "no limit"."""
+    """m = 1 - 2^-k (the reference's `--max_forget`); 1 for "no limit"."""
     return 1.0 if max_forget_bits is None else 1.0 - 2.0 ** (-max_forget_bits)
 
 

@@ -39,7 +39,8 @@ def rand_state(cell, batch, gen, scale=2.0):
 
 
 def test_parameter_layout_and_counts():
-    """Shapes from the docstrings; weight counts from the digest (RevGRU 3 H in + 1.5 H^2, RevLSTM
+    """Shapes from the docstrings; weight counts from the reference's `revgru.py` / `revlstm.py` (RevGRU 3 H in +
+    1.5 H^2, RevLSTM
     5 H in + 2.5 H^2, plus biases on the input projection)."""
     i, H = 5, 8
     g = RevGRUCell(i, H)

@@ -1,4 +1,4 @@
-"""The toy-task experiments (paper §4, digest §2): the repeat_* / remember_* specs, learning through the
+"""The toy-task experiments (paper §4): the repeat_* / remember_* specs, learning through the
 real runner, and the sweep script's stopping rule and table (scripts/sweep_repeat.py).
 
 The training runs are small (a 16-unit GRU, a few hundred sequences) and take about 2 s each on one
