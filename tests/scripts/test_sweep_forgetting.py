@@ -77,7 +77,7 @@ def test_divergence_is_kept_with_its_reason(sweep, tmp_path):
     assert row["diverged"] and row["bits"] == "none" and row["test_ppl"] is None
 
 
-def _row(cell, bits=None, test=100.0, used=None, layers=1, dataset="ptb", diverged=None, cpu=600.0):
+def _row(cell, bits=None, test=100.0, used=None, layers=1, dataset="ptb", diverged=None, cpu=600.0, epochs=4):
     rev = cell.startswith("rev")
     return {"spec": f"{dataset}_{cell}_small", "overrides": [] if bits is None else [f"model.max_forget_bits={bits}"],
             "run": f"{cell}-{bits}", "dataset": dataset, "cell": cell, "layers": layers, "reversible": rev,
@@ -85,6 +85,7 @@ def _row(cell, bits=None, test=100.0, used=None, layers=1, dataset="ptb", diverg
             "best_valid_ppl": test + 5.0, "test_ppl": test, "ratio_used": used, "ratio_optimal": used and used * 1.1,
             "used_over_optimal": used and 1.1, "tokens_per_s": 1234.0, "max_state": 8.0 if rev else None,
             "saturated_gates": 0.01 if rev else None, "cpu_s": cpu, "wall_s": cpu, "epochs": 2,
+            "epochs_planned": epochs,
             "diverged": diverged is not None, "diverged_reason": diverged}
 
 
@@ -92,11 +93,15 @@ def test_tables_group_sort_and_compare_with_the_baseline(sweep):
     rows = [_row("revlstm", "none", 130.0, 10.0), _row("revlstm", 3, 110.0, 20.0), _row("lstm", test=100.0),
             _row("revlstm", 1, 150.0, 40.0, diverged="exit 4"), _row("gru", test=120.0),
             _row("revgru", 3, 126.0, 44.0), _row("lstm", test=90.0, dataset="wikitext2"),
-            _row("lstm", test=95.0, layers=2)]
+            _row("lstm", test=95.0, layers=2), _row("revlstm", 3, 99.0, 20.0, dataset="wikitext2", epochs=1),
+            _row("lstm", test=200.0, dataset="wikitext2", epochs=1)]
     text = sweep.table(rows)
     sections = [line for line in text.splitlines() if line.startswith("**")]
-    assert sections == ["**Penn Treebank, 1 layer**", "**Penn Treebank, 2 layers**", "**WikiText-2, 1 layer**"]
-    ptb = text.split("**Penn Treebank, 2 layers**")[0]
+    assert sections == ["**Penn Treebank, 1 layer, 4 epochs**", "**Penn Treebank, 2 layers, 4 epochs**",
+                        "**WikiText-2, 1 layer, 4 epochs**", "**WikiText-2, 1 layer, 1 epoch**"]
+    # a shorter training is its own table, compared with the baseline trained as long
+    assert "-50.5%" in text.split("1 epoch**")[1]
+    ptb = text.split("**Penn Treebank, 2 layers")[0]
     models = [line.split("|")[1].strip() + " " + line.split("|")[2].strip() for line in ptb.splitlines()
               if line.startswith("| ") and not line.startswith("| model")]
     assert models == ["LSTM -", "RevLSTM 1", "RevLSTM 3", "RevLSTM none", "GRU -", "RevGRU 3"]
@@ -104,7 +109,7 @@ def test_tables_group_sort_and_compare_with_the_baseline(sweep):
     assert "**yes**: exit 4" in ptb and "20.0×" in ptb and "22.0×" in ptb and "1.100" in ptb
     planned = [sweep.Planned("ptb", "ptb_lstm_small"), sweep.Planned("ptb", "ptb_gru_small", ("model.layers=2",))]
     s = sweep.summary(rows, planned)
-    assert "total CPU time 1.33 h" in s and "revlstm-1 (exit 4)" in s
+    assert "total CPU time 1.67 h" in s and "revlstm-1 (exit 4)" in s
     assert "Missing: ptb_gru_small__layers=2" in s
 
 
@@ -112,7 +117,7 @@ def test_the_plan_puts_the_most_informative_rows_first(sweep):
     plan = sweep.plan()
     assert [p.group for p in plan] == sorted((p.group for p in plan), key=sweep.GROUPS.index)
     assert plan[0].overrides == ("model.max_forget_bits=3", sweep.PAPER)  # the paper's RevLSTM, explicitly
-    assert len({p.key for p in plan}) == len(plan) == 18
+    assert len({p.key for p in plan}) == len(plan) == 22
     assert all(sweep.PAPER in p.overrides for p in plan if "revlstm" in p.spec)
     assert not any(sweep.PAPER in p.overrides for p in plan if "revlstm" not in p.spec)
 
