@@ -4,6 +4,8 @@
 #   make test   install, then run the test suite
 #   make bench  install, then time reverse vs store vs nn.LSTM (see docs/results.md)
 #   make sweep-repeat  install, then re-measure the repeat-task sweep of docs/results.md §7
+#   make sweep-forgetting  install, then run the max-forgetting sweep of docs/results.md §12
+#                      (the corpora: DATA=dir, default $REVRNN_DATA_DIR or ./data; rows go to runs/)
 #   make gpu-check     install, then on a CUDA machine: exactness, speed against cuDNN, memory, a short
 #                      training run; one JSON summary (scripts/gpu_check.py)
 PYTHON ?= python3
@@ -14,7 +16,7 @@ PY     := $(VENV)/bin/python
 TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run verify test bench sweep-repeat gpu-check clean
+.PHONY: install run verify test bench sweep-repeat sweep-forgetting gpu-check clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +44,9 @@ gpu-check: $(STAMP)
 
 sweep-repeat: $(STAMP)
 	OMP_NUM_THREADS=1 $(PY) scripts/sweep_repeat.py --out runs/repeat_sweep.jsonl
+
+sweep-forgetting: $(STAMP)
+	OMP_NUM_THREADS=1 $(PY) scripts/sweep_forgetting.py $(if $(DATA),--data-dir $(DATA)) --out runs/forgetting_sweep.jsonl
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
