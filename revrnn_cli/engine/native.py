@@ -283,11 +283,12 @@ def backward_chunk(cell, saved, dstate, dY, WhT):
 
 
 def add_recurrent_grads(cell, saved, dXP, dW: list) -> None:
-    """dW_k += left_k^T dXP[:, cols_k] for each recurrent weight: one matmul per chunk."""
+    """dW_k += left_k^T dXP[:, cols_k] for each recurrent weight: one matmul per chunk, then an add
+    (see :func:`.reversible.accumulate_mm` for why not ``addmm_``)."""
     lefts = saved[1]
     flat = dXP.reshape(-1, dXP.shape[-1])
     for k, cols in enumerate(cell.recurrent_columns()):
-        dW[k].addmm_(lefts[k].reshape(-1, cell.half).t(), flat[:, cols])
+        dW[k].add_(torch.mm(lefts[k].reshape(-1, cell.half).t(), flat[:, cols]))
 
 
 class StoreChunk(torch.autograd.Function):

@@ -255,6 +255,15 @@ def reverse_steps(plan: Plan, state: list, steps: int, x_chunk: XChunk,
     return state
 
 
+def accumulate_mm(acc: Tensor, a: Tensor, b: Tensor) -> None:
+    """acc += a @ b as a product, then a sum, never ``acc.addmm_(a, b)``: with beta = 1 some BLAS
+    builds (MKL on AVX-512 AMD CPUs, measured) fold ``acc`` into the product's partial sums, which
+    rounds differently from ``acc + (a @ b)``, the order in which autograd accumulates a weight's
+    gradient over chunks in ``store`` mode. Keeping the two orders equal is what makes reverse and
+    store gradients agree bit for bit on every CPU."""
+    acc.add_(torch.mm(a, b))
+
+
 def _backward_chunk(plan, a, b, inputs, saved, Y_top, dstate, dy_chunk, dx_chunk, dW) -> None:
     """Backpropagate through steps [a, b) of every layer, top layer first (layer-major is valid:
     a layer's gradient depends only on the layers above it within the chunk)."""
@@ -276,14 +285,14 @@ def _backward_chunk(plan, a, b, inputs, saved, Y_top, dstate, dy_chunk, dx_chunk
         n = (b - a) * dXP.shape[1]
         flatP = dXP.view(n, -1)
         X = inputs[l].reshape(n, -1)
-        dW[l][0].addmm_(X.t(), flatP)
+        accumulate_mm(dW[l][0], X.t(), flatP)
         dW[l][1].add_(flatP.sum(0))
         if plan.native:
             native.add_recurrent_grads(cell, sv, dXP, dW[l][2:])
         else:
             for k, cols in enumerate(cell.recurrent_columns()):
                 left = torch.cat([cell.recurrent_inputs(s)[k] for s in sv])
-                dW[l][2 + k].addmm_(left.t(), flatP[:, cols])
+                accumulate_mm(dW[l][2 + k], left.t(), flatP[:, cols])
         if l == 0 and dx_chunk is None:
             break  # nobody needs the input gradient: skip the matmul
         dX = flatP.mm(wx.t()).view(b - a, dXP.shape[1], -1)
