@@ -638,4 +638,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from revrnn_cli.errors import UserError
+
+    try:
+        sys.exit(main())
+    except UserError as e:  # a usage mistake (no matplotlib, bad path): one line, exit 2
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
