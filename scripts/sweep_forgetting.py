@@ -293,6 +293,10 @@ def summary(rows: list[dict], planned: list[Planned] | None = None) -> str:
 
 
 # ---- the figure ----------------------------------------------------------------------------------
+def _bits_label(r: dict) -> str:
+    return "no limit" if r["bits"] == "none" else f"{r['bits']} bit{'s' if r['bits'] != 1 else ''}"
+
+
 def plot(rows: list[dict], path: Path, dataset: str = "ptb", layers: int = 1) -> Path:
     """Validation perplexity (best) against normal/used for one data set and depth: a line per
     reversible cell through its bits settings, the ordinary models as horizontal lines."""
@@ -308,15 +312,16 @@ def plot(rows: list[dict], path: Path, dataset: str = "ptb", layers: int = 1) ->
             continue
         ax.plot([r["ratio_used"] for r in pts], [r["best_valid_ppl"] for r in pts], marker="o",
                 color=colours[cell], label=CELL_NAMES[cell])
-        for r in pts:
-            text = f"{r['bits']} bit{'s' if r['bits'] != 1 else ''}" if r["bits"] != "none" else "no limit"
-            ax.annotate(text + (" (diverged)" if r["diverged"] else ""), (r["ratio_used"], r["best_valid_ppl"]),
-                        textcoords="offset points", xytext=(5, 4), fontsize=8, color=colours[cell])
+        for r in pts:  # slanted labels, so that points close in x stay legible
+            ax.annotate(_bits_label(r) + (" (diverged)" if r["diverged"] else ""),
+                        (r["ratio_used"], r["best_valid_ppl"]), textcoords="offset points",
+                        xytext=(3, 5), fontsize=8, color=colours[cell], rotation=40)
     for cell in ("lstm", "gru"):
         for r in (r for r in sec if r["cell"] == cell):
             ax.axhline(r["best_valid_ppl"], color=colours[cell], linestyle="--", linewidth=1,
                        label=f"{CELL_NAMES[cell]} (stores every state)")
     ax.set_xscale("log")
+    ax.margins(x=0.08, y=0.12)  # room for the last point's label
     from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
 
     ax.xaxis.set_major_locator(FixedLocator([5, 7, 10, 15, 20, 30, 40, 50, 70, 100, 150, 200]))
@@ -331,9 +336,9 @@ def plot(rows: list[dict], path: Path, dataset: str = "ptb", layers: int = 1) ->
     ax.legend(fontsize=8)
     lost = [r for r in rows if section_key(r)[:2] == (dataset, layers) and not _finite(r.get("best_valid_ppl"))]
     if lost:  # a diverged row has no point to draw; the figure says so rather than drop it
-        names = ", ".join(f"{CELL_NAMES.get(r['cell'], r['cell'])} {r['bits']} bits" for r in lost)
-        ax.text(0.01, 0.01, f"not drawn (no finite perplexity): {names}", transform=ax.transAxes, fontsize=7,
-                color="tab:red", va="bottom")
+        names = ", ".join(f"{CELL_NAMES.get(r['cell'], r['cell'])} {_bits_label(r)}" for r in lost)
+        ax.text(0.99, 0.55, f"not drawn (no finite perplexity): {names}", transform=ax.transAxes, fontsize=7,
+                color="tab:red", ha="right", va="center")
     fig.tight_layout()
     return save(fig, path)
 
