@@ -3,6 +3,7 @@
 #   make verify install, then check exact reversal of a default RevGRU and RevLSTM
 #   make test   install, then run the test suite
 #   make bench  install, then time reverse vs store vs nn.LSTM (see docs/results.md)
+#   make bench-lm  install, then time a whole language-model training step, RevLSTM vs LSTM
 #   make sweep-repeat  install, then re-measure the repeat-task sweep of docs/results.md §7
 #   make sweep-forgetting  install, then run the max-forgetting sweep of docs/results.md §12
 #                      (the corpora: DATA=dir, default $REVRNN_DATA_DIR or ./data; rows go to runs/)
@@ -16,7 +17,7 @@ PY     := $(VENV)/bin/python
 TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run verify test bench sweep-repeat sweep-forgetting gpu-check clean
+.PHONY: install run verify test bench bench-lm sweep-repeat sweep-forgetting gpu-check clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +39,9 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) scripts/bench_engine.py
+
+bench-lm: $(STAMP)
+	$(PY) scripts/bench_lm.py
 
 gpu-check: $(STAMP)
 	$(PY) scripts/gpu_check.py

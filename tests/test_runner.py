@@ -280,6 +280,40 @@ def test_nonfinite_reversible_model_is_reported_as_non_finite(tmp_path, capsys):
     assert code == EXIT_NONFINITE or (code == EXIT_NUMERIC and "non-finite" in line.lower()), (code, line)
 
 
+def test_a_loss_known_only_after_backward_is_still_guarded(tmp_path, capsys, monkeypatch):
+    """Reverse mode computes the language model's loss in the backward pass (Segment.defer_loss):
+    a non-finite value found there stops the run with exit 4 before any update is applied."""
+    import revrnn_cli.models.lm as lm
+    from revrnn_cli.training import loop
+
+    real, seen = lm.chunk_loss, []
+
+    def nan_loss(*a, **k):
+        loss, correct = real(*a, **k)
+        return loss * float("nan"), correct
+
+    def no_update(self, *a, **k):
+        raise AssertionError("an update was applied after a non-finite loss")
+
+    monkeypatch.setattr(lm, "chunk_loss", nan_loss)
+    monkeypatch.setattr(torch.optim.SGD, "step", no_update)
+    orig = loop.Trainer._train_step
+
+    def spy(self, *a, **k):
+        try:
+            return orig(self, *a, **k)
+        finally:
+            seen.append(self.task.model.rnn.backprop)
+
+    monkeypatch.setattr(loop.Trainer, "_train_step", spy)
+    spec = write_spec(tmp_path, SYNTHETIC)
+    code, out, err = _main(["train", spec, "--run-dir", tmp_path / "run"], capsys)
+    assert code == EXIT_NONFINITE, err
+    assert seen == ["reverse"]  # the deferred path ran, once
+    line = next(x for x in err_lines(err) if "non-finite" in x)
+    assert "training loss" in line and "Traceback" not in err
+
+
 def test_missing_data_exits_3_naming_the_directory(cli_runs):
     res = cli_runs["nodata"]
     assert res.returncode == EXIT_DATA, res.stderr

@@ -9,14 +9,14 @@ project is one :class:`Segment`: the layers of :mod:`.layers`, the language mode
 rebuilt from token ids, tied softmax recomputed chunk by chunk), the translation encoder (outputs
 kept for attention) and decoder (attention head and loss).
 
-``reverse`` mode (:class:`ReversibleSegment`; reference `language_modelling/rev_training/model.py`): the forward
-pass keeps the final integer
-state, the sealed buffers, what the segment itself keeps O(B x hidden) (masks, token ids) and the
-units the segment asked to keep; nothing else of size O(T). The backward pass reverses the stack
-chunk by chunk, rebuilds the inputs, recomputes the head from the recovered outputs and
-differentiates it with autograd one block at a time, then hands the gradients back. ``store`` mode
-runs the same chunks with ordinary autograd; without gradients the plain exact forward runs. The
-three follow one integer trajectory, so they give the same loss bit for bit.
+``reverse`` mode (:class:`ReversibleSegment`; reference `language_modelling/rev_training/model.py`):
+the forward pass keeps the final integer state, the sealed buffers, what the segment itself keeps
+O(B x hidden) (masks, token ids) and the units the segment asked to keep; nothing else of size O(T).
+The backward pass reverses the stack chunk by chunk, rebuilds the inputs, recomputes the head from
+the recovered outputs and differentiates it with autograd one block at a time, then hands the
+gradients back (with :attr:`Segment.defer_loss` the forward pass skips the head, and the loss is
+computed there, once). ``store`` mode runs the same chunks with ordinary autograd; without gradients
+the plain exact forward runs. The three follow one integer trajectory, so they give the same loss bit for bit.
 """
 
 from __future__ import annotations
@@ -67,6 +67,13 @@ class Segment:
     name = "reversible stack"
     output = "loss"
     keep_units = 0
+    defer_loss = False
+    """Reverse mode with ``output == "loss"``: skip the head in the forward pass and compute the loss
+    once, during the backward pass, where reversal recomputes the head anyway to differentiate it.
+    The returned loss (and :attr:`SegmentOutput.correct`, then a 0-dim tensor) holds its value only
+    after ``backward()``; before, it is NaN. This saves the head's whole forward computation per
+    training step (for a language model, the softmax over the vocabulary: the one extra product of
+    reverse mode over storing). The value is the same bit for bit when each chunk is one head block."""
 
     def tensors(self) -> list[Tensor]:
         """The segment's differentiable inputs (they receive gradients)."""
@@ -160,8 +167,9 @@ class SegmentOutput:
     hT_floats: list[Tensor] | None
     stats: dict = field(default_factory=dict)
     kept: KeptUnits | None = None
-    correct: int = 0
+    correct: int | Tensor = 0
     kept_bytes: int = 0  # reverse mode: bytes kept outside autograd's saved tensors until the backward pass
+    deferred: bool = False  # out and correct are filled by the backward pass (Segment.defer_loss)
 
 
 @dataclass
@@ -260,6 +268,7 @@ class ReversibleSegment(torch.autograd.Function):
         state = [list(b) for b in job.h0]
         T, B = job.steps, job.batch
         total, correct = 0.0, 0
+        defer = seg.output == "loss" and seg.defer_loss
         y = None
         if seg.output == "sequence":
             y = flat[0].new_empty(T, B, job.cells[-1].hidden_size)
@@ -274,7 +283,7 @@ class ReversibleSegment(torch.autograd.Function):
 
         keep = job.kept
         forward_steps(plan, state, T, lambda a, b: seg.inputs(a, b, t),
-                      on_output=on_output if seg.output != "kept" else None,
+                      on_output=on_output if seg.output != "kept" and not defer else None,
                       on_state=keep.record if keep is not None else None)
         stats = _stats(job, plan)
         plan.seal()
@@ -282,9 +291,15 @@ class ReversibleSegment(torch.autograd.Function):
             keep.seal()
         job.result = SegmentOutput(None, state, None, stats, keep, correct, _kept_bytes(plan, state, keep, job))
         ctx.job, ctx.buffers, ctx.final = job, plan.buffers, [list(s) for s in state]
+        ctx.deferred = None
         skip = seg.unsaved()
         ctx.save_for_backward(*flat, *[None if i in skip else x for i, x in enumerate(t)])
-        if seg.output == "loss":
+        if defer:  # placeholders the backward pass fills (aliases, so the returned tensors see the values)
+            out = flat[0].new_full((), float("nan"))
+            job.result.correct = torch.zeros((), dtype=torch.int64)
+            job.result.deferred = True
+            ctx.deferred = (out.detach(), job.result.correct)
+        elif seg.output == "loss":
             out = total.detach() if isinstance(total, Tensor) else flat[0].new_tensor(total)
         elif seg.output == "kept":
             out = to_float(keep.ints) if keep is not None else flat[0].new_zeros(T, B, 0)
@@ -314,7 +329,8 @@ class ReversibleSegment(torch.autograd.Function):
         if seg.output == "loss":
             hp = [p.detach().requires_grad_() for p in seg.head_params(t)]
             head_grads = [torch.zeros_like(p) for p in hp]
-            dy_chunk = _head_backward(seg, hp, head_grads, d_out)
+            losses: dict | None = {} if ctx.deferred is not None else None
+            dy_chunk = _head_backward(seg, hp, head_grads, d_out, losses)
         elif d_out is None:
             dy_chunk, need_outputs = None, False
         else:
@@ -329,27 +345,44 @@ class ReversibleSegment(torch.autograd.Function):
                       dx_chunk=dx_chunk if wants_x else None, dW=dW, need_outputs=need_outputs)
         check_recovered(plan, state, job.h0, job.name)
         seg.end_backward(t, head_grads, grads)
-        ctx.job = ctx.final = ctx.buffers = None
+        if ctx.deferred is not None:
+            _fill_deferred(ctx.deferred, losses)
+        ctx.job = ctx.final = ctx.buffers = ctx.deferred = None
         return (None, *[torch.cat(d, 1) for d in dstate], *raw_weight_grads(dW, job.weight_masks), *grads)
 
 
-def _head_backward(seg: Segment, hp: list[Tensor], head_grads: list[Tensor], g: Tensor):
+def _head_backward(seg: Segment, hp: list[Tensor], head_grads: list[Tensor], g: Tensor, losses: dict | None = None):
     """dL/dY of a chunk: the head recomputed from the recovered outputs and differentiated by
-    autograd, one :meth:`Segment.head_blocks` block at a time."""
+    autograd, one :meth:`Segment.head_blocks` block at a time. With ``losses`` (a deferred loss),
+    each block's loss and correct count are recorded there, keyed by the block's first step."""
 
     def dy_chunk(a, b, Y):
         dY = torch.empty_like(Y)
         for s, e in seg.head_blocks(a, b):
             with torch.enable_grad():
                 Yl = Y[s - a : e - a].detach().requires_grad_()
-                loss, _ = seg.head_loss(s, e, Yl, hp, count=False)
+                loss, correct = seg.head_loss(s, e, Yl, hp, count=losses is not None)
             got = torch.autograd.grad(loss, [Yl, *hp], g)
             dY[s - a : e - a] = got[0]
             for acc, gr in zip(head_grads, got[1:]):
                 acc.add_(gr)
+            if losses is not None:
+                losses[s] = (loss.detach(), correct)
         return dY
 
     return dy_chunk
+
+
+def _fill_deferred(cells: tuple[Tensor, Tensor], losses: dict) -> None:
+    """Write a deferred loss into the forward pass's placeholders, summed in forward order as the
+    forward pass would have summed it (so the value is the same bit for bit)."""
+    total, correct = 0.0, 0
+    for s in sorted(losses):
+        loss, c = losses[s]
+        total, correct = total + loss, correct + c
+    with torch.no_grad():
+        cells[0].copy_(total)
+        cells[1].fill_(correct)
 
 
 def _output_grad(seg: Segment, d_out: Tensor, width: int):

@@ -64,7 +64,7 @@ def make_batch(vocab: int, steps: int, batch: int, seed: int, device):
 def forward(mode: str, model: RNNLanguageModel, tokens, targets) -> SegmentResult:
     if mode == "checkpoint":
         return _checkpointed(model, tokens, targets)
-    return model.segment(tokens, targets)
+    return model.segment(tokens, targets, defer_loss=torch.is_grad_enabled())  # as `revrnn train` runs it
 
 
 def training_step(mode: str, model, tokens, targets) -> SegmentResult:

@@ -85,9 +85,10 @@ class LMConfig(BaseModel):
 class SegmentResult:
     loss_sum: torch.Tensor  # summed cross-entropy (a graph root when training)
     tokens: int  # predicted tokens (targets other than IGNORE_INDEX)
-    correct: int
+    correct: int | torch.Tensor
     state: object
     bits: dict = field(default_factory=dict)
+    deferred: bool = False  # loss_sum and correct hold their values only after backward() (defer_loss)
 
 
 def chunk_loss(Y, targets, weight, bias, out_mask, count: bool = True):
@@ -126,8 +127,13 @@ class RNNLanguageModel(nn.Module):
     def detach_state(self, state):
         return state.detach() if isinstance(state, RevState) else BaselineRNN.detach_state(state)
 
-    def segment(self, tokens: torch.Tensor, targets: torch.Tensor, state=None) -> SegmentResult:
-        """Loss of one segment [T, B] of token ids against targets, carrying ``state``."""
+    def segment(self, tokens: torch.Tensor, targets: torch.Tensor, state=None, defer_loss: bool = False) -> SegmentResult:
+        """Loss of one segment [T, B] of token ids against targets, carrying ``state``.
+
+        ``defer_loss``: when the reversible stack trains in reverse mode, compute the loss only in
+        the backward pass, where reversal recomputes the softmax anyway (``Segment.defer_loss``):
+        one softmax over the vocabulary per step instead of two. ``loss_sum`` and ``correct`` then
+        hold their values only after ``backward()`` (``SegmentResult.deferred`` says so)."""
         T, B = tokens.shape
         if state is None:
             state = self.initial_state(B, tokens.device)
@@ -139,10 +145,11 @@ class RNNLanguageModel(nn.Module):
             masks = self.rnn.sample_masks(B, tokens.device)
             out_mask = locked_mask(B, self.cfg.emb_size, self.cfg.dropout, w, self.training)
             seg = _LMSegment(tokens, targets, w, self.decoder_bias, row_mask, in_mask, out_mask, self.cfg.chunk)
+            seg.defer_loss = defer_loss
             out = self.rnn.run(seg, T, B, state, masks=masks)
             bits = dict(out.stats, kept_bytes=out.kept_bytes) if out.kept_bytes else dict(out.stats)
             new_state = RevState([torch.cat(b, 1) for b in out.hT], out.hT_floats)
-            return SegmentResult(out.out, _count(targets), out.correct, new_state, bits)
+            return SegmentResult(out.out, _count(targets), out.correct, new_state, bits, out.deferred)
         x = embed(tokens, w, row_mask, in_mask)
         y, state = self.rnn(x, state)
         out_mask = locked_mask(B, self.cfg.emb_size, self.cfg.dropout, w, self.training)

@@ -127,11 +127,13 @@ class LMTask:
     # ---- one step -------------------------------------------------------------------------------
     def train_step(self, batch) -> StepOutput:
         inp, tgt, scale = batch
-        res = self.net.segment(inp, tgt, None if self.synthetic else self.hidden)
+        # one process: reverse mode computes the loss once, in the backward pass (the loop reads it
+        # after backward); several: the all-reduce before backward needs it, so it is computed first
+        res = self.net.segment(inp, tgt, None if self.synthetic else self.hidden, defer_loss=not self.dist.distributed)
         if not self.synthetic:
             self.hidden = self.model.detach_state(res.state)
         return StepOutput(res.loss_sum, res.tokens, scale if self.spec.train.random_bptt else 1.0,
-                          res.correct, res.bits)
+                          res.correct, res.bits, deferred=res.deferred)
 
     @torch.no_grad()
     def evaluate(self, split: str, max_batches: int | None = None) -> dict:

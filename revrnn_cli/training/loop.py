@@ -62,6 +62,7 @@ class StepOutput:
     correct: int = 0
     bits: dict = field(default_factory=dict)  # the paper's accounting of this batch, if reversible
     normalizer: float | None = None  # what the gradient's loss divides loss_sum by: tokens (LM) or sentences (NMT)
+    deferred: bool = False  # loss_sum and correct (a tensor) are filled by the backward pass; one process only
 
 
 class Task(Protocol):
@@ -258,19 +259,23 @@ class Trainer:
         self.task.model.train()
         out = self.task.train_step(batch)
         if d.distributed:
+            if out.deferred:
+                raise RuntimeError("a deferred loss cannot be all-reduced before the backward pass")
             g = self._reduce_step(out, stop)
             loss = out.loss_sum * (d.world_size / max(g.normalizer, 1))  # DDP's average: the global mean
-            finite = g.finite
+            self._check_loss(g.finite)
         else:
-            g = _StepTotals(out.tokens, float(out.loss_sum.detach()), out.correct,
-                            {k: float(out.bits.get(k, 0.0)) for k in _BITS}, True, False, 0.0)
             loss = out.loss_sum / max(out.normalizer or out.tokens, 1)
-            finite = bool(torch.isfinite(loss.detach()))
-        if not finite:
-            raise NonFiniteError(f"non-finite training loss at epoch {s.epoch + 1}, step {s.step + 1}; "
-                                 f"stopped without updating{self._last_good()}")
+            if not out.deferred:
+                self._check_loss(bool(torch.isfinite(loss.detach())))
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
+        if not d.distributed:  # a deferred loss has its value now; the update is still to come
+            loss = out.loss_sum.detach() / max(out.normalizer or out.tokens, 1)
+            g = _StepTotals(out.tokens, float(out.loss_sum.detach()), int(out.correct),
+                            {k: float(out.bits.get(k, 0.0)) for k in _BITS}, True, False, 0.0)
+            if out.deferred:
+                self._check_loss(math.isfinite(g.loss_sum))
         gnorm = torch.nn.utils.clip_grad_norm_(self.params, cfg.clip if cfg.clip > 0 else math.inf)
         if not math.isfinite(float(gnorm)):
             raise NonFiniteError(f"non-finite gradient norm at epoch {s.epoch + 1}, step {s.step + 1}; "
@@ -310,6 +315,12 @@ class Trainer:
                                       1.0 if stop.requested else 0.0, out.normalizer or out.tokens,
                                       *(float(out.bits.get(k, 0.0)) for k in _BITS)])
         return _StepTotals(int(v[0]), v[1], int(v[2]), dict(zip(_BITS, v[6:])), v[3] == 0, v[4] > 0, v[5])
+
+    def _check_loss(self, finite: bool) -> None:
+        if not finite:
+            s = self.state
+            raise NonFiniteError(f"non-finite training loss at epoch {s.epoch + 1}, step {s.step + 1}; "
+                                 f"stopped without updating{self._last_good()}")
 
     def _last_good(self) -> str:
         last = self.run_dir / "last.pt"

@@ -24,7 +24,7 @@ def segments(lengths, batch=3, seed=1):
             for T in lengths]
 
 
-def run_segments(model, segs, mode, seed=123):
+def run_segments(model, segs, mode, seed=123, defer=False):
     """Train-mode loss, final state and gradients of each segment, carrying the (detached) state."""
     model.rnn.backprop = mode
     model.train()
@@ -32,11 +32,14 @@ def run_segments(model, segs, mode, seed=123):
     state, out = None, []
     for tok, tgt in segs:
         model.zero_grad(set_to_none=True)
-        res = model.segment(tok, tgt, state)
+        res = model.segment(tok, tgt, state, defer_loss=defer)
         assert res.loss_sum.requires_grad
+        assert res.deferred == (defer and mode == "reverse")
+        if res.deferred:  # no value before the backward pass
+            assert math.isnan(res.loss_sum.item())
         res.loss_sum.backward()
         grads = {n: p.grad.clone() for n, p in model.named_parameters()}
-        out.append((res.loss_sum.detach().clone(), [h.clone() for h in res.state.ints], grads, res.correct,
+        out.append((res.loss_sum.detach().clone(), [h.clone() for h in res.state.ints], grads, int(res.correct),
                     res.tokens, dict(res.bits)))
         state = model.detach_state(res.state)
         assert isinstance(state, RevState)
@@ -72,6 +75,29 @@ def test_reverse_and_store_agree_over_carried_segments(cell, layers, update):
     model.rnn.backprop = "store"
     fresh = run_segments(model, segs[1:2], "store")
     assert fresh[0][0].item() != sto[1][0].item()
+
+
+@pytest.mark.parametrize("cell", ["revgru", "revlstm"])
+def test_deferred_loss_is_the_eager_loss_bit_for_bit(cell):
+    """Reverse mode with defer_loss computes the softmax once, in the backward pass: the loss, the
+    correct count and every gradient equal those of the eager reverse pass exactly."""
+    cfg = LMConfig(cell=cell, emb_size=8, hidden_size=12, layers=2, chunk=8, max_forget_bits=3, **DROPS)
+    torch.manual_seed(0)
+    model = RNNLanguageModel(cfg, V, "reverse")
+    segs = segments([21, 16, 5])
+    eager = run_segments(model, segs, "reverse")
+    deferred = run_segments(model, segs, "reverse", defer=True)
+    for i, (e, d) in enumerate(zip(eager, deferred)):
+        assert torch.equal(e[0], d[0]) and math.isfinite(d[0].item()), f"segment {i}: losses differ"
+        assert e[3] == d[3], f"segment {i}: correct counts differ"
+        for a, b in zip(e[1], d[1]):
+            assert torch.equal(a, b)
+        for name in e[2]:
+            assert torch.equal(e[2][name], d[2][name]), f"segment {i}: {name} gradient differs"
+    assert sum(d[3] for d in deferred) > 0  # the counts compared were not all zero
+    # store mode and evaluation ignore the request: their loss is there at once
+    store = run_segments(model, segs[:1], "store", defer=True)
+    assert torch.equal(store[0][0], eager[0][0])
 
 
 def test_dropout_masks_are_in_use():
