@@ -127,9 +127,8 @@ class LMTask:
     # ---- one step -------------------------------------------------------------------------------
     def train_step(self, batch) -> StepOutput:
         inp, tgt, scale = batch
-        # one process: reverse mode computes the loss once, in the backward pass (the loop reads it
-        # after backward); several: the all-reduce before backward needs it, so it is computed first
-        res = self.net.segment(inp, tgt, None if self.synthetic else self.hidden, defer_loss=not self.dist.distributed)
+        # reverse mode computes the loss once, in the backward pass; the loop reads it after backward
+        res = self.net.segment(inp, tgt, None if self.synthetic else self.hidden, defer_loss=True)
         if not self.synthetic:
             self.hidden = self.model.detach_state(res.state)
         return StepOutput(res.loss_sum, res.tokens, scale if self.spec.train.random_bptt else 1.0,

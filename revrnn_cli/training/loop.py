@@ -14,9 +14,11 @@ second signal abandons the current step and saves the state from before it, whic
 for that purpose (the RNG and task states are all a step changes before its parameter update).
 
 Under torchrun (:mod:`.distributed`) the same loop runs on every rank, each on its part of every
-batch (the task shards it). Per step, one all-reduce adds the ranks' token counts, losses, correct
-predictions, paper bits, non-finite flags and stop requests, so that every rank takes the same
-decisions at the same step (stop, raise, log) and the logged values are those of the whole batch.
+batch (the task shards it). Per step, two all-reduces: before the backward pass, the normalizer
+below (and whether a loss already known is finite); after it, the ranks' token counts, losses
+(a language model's reverse mode computes its loss in the backward pass), correct predictions,
+paper bits, non-finite flags and stop requests, so that every rank takes the same decisions at the
+same step (stop, raise, log) and the logged values are those of the whole batch.
 The loss each rank backpropagates is ``loss_sum * world_size / global_tokens``: DDP averages the
 gradients over the ranks, which gives every rank ``sum over ranks of d loss_sum / global_tokens``,
 the gradient of one process on the whole batch (``loss_sum / tokens``). A task that normalises by
@@ -62,7 +64,7 @@ class StepOutput:
     correct: int = 0
     bits: dict = field(default_factory=dict)  # the paper's accounting of this batch, if reversible
     normalizer: float | None = None  # what the gradient's loss divides loss_sum by: tokens (LM) or sentences (NMT)
-    deferred: bool = False  # loss_sum and correct (a tensor) are filled by the backward pass; one process only
+    deferred: bool = False  # loss_sum and correct (a tensor) are filled by the backward pass
 
 
 class Task(Protocol):
@@ -258,24 +260,27 @@ class Trainer:
         t0 = time.perf_counter()
         self.task.model.train()
         out = self.task.train_step(batch)
-        if d.distributed:
-            if out.deferred:
-                raise RuntimeError("a deferred loss cannot be all-reduced before the backward pass")
-            g = self._reduce_step(out, stop)
-            loss = out.loss_sum * (d.world_size / max(g.normalizer, 1))  # DDP's average: the global mean
-            self._check_loss(g.finite)
+        if d.distributed:  # the global normalizer (and a loss known now: its finiteness) before backward
+            local_ok = out.deferred or math.isfinite(float(out.loss_sum.detach()))
+            norm, bad = d.all_reduce_sum([out.normalizer or out.tokens, 0.0 if local_ok else 1.0])
+            self._check_loss(bad == 0)
+            loss = out.loss_sum * (d.world_size / max(norm, 1))  # DDP's average: the global mean
         else:
             loss = out.loss_sum / max(out.normalizer or out.tokens, 1)
             if not out.deferred:
                 self._check_loss(bool(torch.isfinite(loss.detach())))
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
-        if not d.distributed:  # a deferred loss has its value now; the update is still to come
+        # a deferred loss has its value only now; the update is still to come
+        if d.distributed:
+            g = self._reduce_step(out, stop)
+        else:
+            local = float(out.loss_sum.detach())
+            g = _StepTotals(out.tokens, local, int(out.correct), {k: float(out.bits.get(k, 0.0)) for k in _BITS},
+                            math.isfinite(local), False, 0.0)
             loss = out.loss_sum.detach() / max(out.normalizer or out.tokens, 1)
-            g = _StepTotals(out.tokens, float(out.loss_sum.detach()), int(out.correct),
-                            {k: float(out.bits.get(k, 0.0)) for k in _BITS}, True, False, 0.0)
-            if out.deferred:
-                self._check_loss(math.isfinite(g.loss_sum))
+        if out.deferred:
+            self._check_loss(g.finite)
         gnorm = torch.nn.utils.clip_grad_norm_(self.params, cfg.clip if cfg.clip > 0 else math.inf)
         if not math.isfinite(float(gnorm)):
             raise NonFiniteError(f"non-finite gradient norm at epoch {s.epoch + 1}, step {s.step + 1}; "
@@ -308,10 +313,11 @@ class Trainer:
         return g.stop if d.distributed else stop.requested
 
     def _reduce_step(self, out: StepOutput, stop: GracefulStop) -> _StepTotals:
-        """The whole batch's totals, from one all-reduce over the ranks (before the backward pass)."""
+        """The whole batch's totals, from one all-reduce over the ranks (after the backward pass,
+        where a deferred loss gets its value)."""
         local = float(out.loss_sum.detach())
         finite = math.isfinite(local)
-        v = self.dist.all_reduce_sum([out.tokens, local if finite else 0.0, out.correct, 0.0 if finite else 1.0,
+        v = self.dist.all_reduce_sum([out.tokens, local if finite else 0.0, int(out.correct), 0.0 if finite else 1.0,
                                       1.0 if stop.requested else 0.0, out.normalizer or out.tokens,
                                       *(float(out.bits.get(k, 0.0)) for k in _BITS)])
         return _StepTotals(int(v[0]), v[1], int(v[2]), dict(zip(_BITS, v[6:])), v[3] == 0, v[4] > 0, v[5])

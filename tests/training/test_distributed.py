@@ -27,7 +27,7 @@ import torch
 import yaml
 
 from revrnn_cli import cli, runner
-from revrnn_cli.errors import EXIT_OK, EXIT_USAGE, UserError
+from revrnn_cli.errors import EXIT_NONFINITE, EXIT_NUMERIC, EXIT_OK, EXIT_USAGE, UserError
 from revrnn_cli.training.checkpoint import load_checkpoint
 from revrnn_cli.training.distributed import DistContext, shard
 from revrnn_cli.training.metrics import read_metrics
@@ -259,6 +259,17 @@ def test_nproc_launches_two_processes(tmp_path):
     assert err.count("training finished") == 1
     assert bad.returncode == EXIT_USAGE, bad_err
     assert "train.batch_size 3 must be divisible" in bad_err and bad_out == ""
+
+
+def test_a_diverging_two_process_run_stops_on_every_rank(tmp_path, tiny_data):
+    """A diverging reverse-mode run (its loss computed in the backward pass) ends on both ranks with
+    the non-finite guard or the engine's numeric error, one line, no hang."""
+    spec = _write(tmp_path, "div", _on_tiny_data(_variant(PTB, train={"lr": 1e30, "clip": 0.0}), tiny_data))
+    cmd = [sys.executable, "-m", "revrnn_cli", "train", str(spec), "--nproc", "2", "--run-dir", str(tmp_path / "run")]
+    res = subprocess.run(cmd, env=_env(), cwd=tmp_path, capture_output=True, text=True, timeout=240)
+    assert res.returncode in (EXIT_NONFINITE, EXIT_NUMERIC), res.stderr
+    assert "Traceback" not in res.stderr
+    assert "revrnn: error: " in res.stderr
 
 
 def test_shard_covers_the_range_in_rank_order():
