@@ -277,7 +277,7 @@ class Trainer:
         else:
             local = float(out.loss_sum.detach())
             g = _StepTotals(out.tokens, local, int(out.correct), {k: float(out.bits.get(k, 0.0)) for k in _BITS},
-                            math.isfinite(local), False, 0.0)
+                            math.isfinite(local), False)
             loss = out.loss_sum.detach() / max(out.normalizer or out.tokens, 1)
         if out.deferred:
             self._check_loss(g.finite)
@@ -318,9 +318,8 @@ class Trainer:
         local = float(out.loss_sum.detach())
         finite = math.isfinite(local)
         v = self.dist.all_reduce_sum([out.tokens, local if finite else 0.0, int(out.correct), 0.0 if finite else 1.0,
-                                      1.0 if stop.requested else 0.0, out.normalizer or out.tokens,
-                                      *(float(out.bits.get(k, 0.0)) for k in _BITS)])
-        return _StepTotals(int(v[0]), v[1], int(v[2]), dict(zip(_BITS, v[6:])), v[3] == 0, v[4] > 0, v[5])
+                                      1.0 if stop.requested else 0.0, *(float(out.bits.get(k, 0.0)) for k in _BITS)])
+        return _StepTotals(int(v[0]), v[1], int(v[2]), dict(zip(_BITS, v[5:])), v[3] == 0, v[4] > 0)
 
     def _check_loss(self, finite: bool) -> None:
         if not finite:
@@ -431,7 +430,6 @@ class _StepTotals:
     bits: dict
     finite: bool
     stop: bool
-    normalizer: float  # sum of the ranks' normalizers (tokens, or sentences): what the loss divides by
 
 
 def _clone(obj: Any) -> Any:
