@@ -24,6 +24,9 @@ import torch
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
+# deterministic_settings() keeps NaN-filling torch.empty here (training turns it off for speed), so
+# an operator that reads memory it never wrote gives NaN and fails the exactness tests
+os.environ["REVRNN_FILL_UNINITIALIZED"] = "1"
 
 if not os.environ.get("REVRNN_CACHE_DIR"):
     os.environ["REVRNN_CACHE_DIR"] = tempfile.mkdtemp(prefix="revrnn-test-cache-")
@@ -37,8 +40,10 @@ def _restore_global_torch_settings():
     should); leave the test session as it was found."""
     flag = torch.are_deterministic_algorithms_enabled()
     warn = torch.is_deterministic_algorithms_warn_only_enabled()
+    fill = torch.utils.deterministic.fill_uninitialized_memory
     yield
     torch.use_deterministic_algorithms(flag, warn_only=warn)
+    torch.utils.deterministic.fill_uninitialized_memory = fill
 
 
 # ---- tiny corpora in the real formats -------------------------------------------------------------

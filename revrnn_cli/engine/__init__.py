@@ -32,6 +32,12 @@ def deterministic_settings() -> None:
     TF32 would make a CUDA matmul round differently from run to run of the same shapes, and
     non-deterministic cuBLAS reductions likewise; one unit of difference in a gate corrupts every
     earlier state. CPU kernels are deterministic for fixed shapes and thread counts.
+
+    Deterministic mode also fills every ``torch.empty`` with NaN by default, a guard against reading
+    memory nobody wrote; it cost 4% of a reverse-mode training step (``make bench``: the operators
+    allocate their outputs empty and write every element). Training and benchmarks turn it off; the
+    test suite keeps it on (``REVRNN_FILL_UNINITIALIZED=1``), so a read of unwritten memory there
+    still turns into NaN and fails an exactness test.
     """
     import os
 
@@ -39,6 +45,7 @@ def deterministic_settings() -> None:
     torch.backends.cudnn.allow_tf32 = False
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.utils.deterministic.fill_uninitialized_memory = os.environ.get("REVRNN_FILL_UNINITIALIZED") == "1"
 
 
 __all__ = [

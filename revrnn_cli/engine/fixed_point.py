@@ -167,10 +167,15 @@ def check_finite(tensors, where: str) -> None:
     """Raise :class:`NonFiniteError` when any tensor holds NaN or inf.
 
     A float64 sum is NaN or infinite exactly when some element is (float32 values cannot overflow
-    it), and it is a single pass without the two temporaries of ``isfinite``.
+    it), and it is a single pass without the two temporaries of ``isfinite``. It is also 15 times
+    slower than the tensor's own sum (measured: 4.8 against 0.33 ms for 650 x 3,250 float32, one
+    thread), so that sum comes first: finite, and every element is; only a non-finite one (a bad
+    element, or finite elements overflowing float32) is settled by the float64 sum.
     """
     for name, t in tensors:
-        if t.is_floating_point() and not bool(torch.isfinite(t.sum(dtype=torch.float64))):
+        if not t.is_floating_point() or bool(torch.isfinite(t.sum())):
+            continue
+        if not bool(torch.isfinite(t.sum(dtype=torch.float64))):
             raise NonFiniteError(f"{where}: {name} contains NaN or infinity; the fixed-point state cannot represent it")
 
 

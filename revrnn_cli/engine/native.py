@@ -282,13 +282,13 @@ def backward_chunk(cell, saved, dstate, dY, WhT):
     return dXP, list(ds.unbind(0))
 
 
-def add_recurrent_grads(cell, saved, dXP, dW: list) -> None:
-    """dW_k += left_k^T dXP[:, cols_k] for each recurrent weight: one matmul per chunk, then an add
-    (see :func:`.reversible.accumulate_mm` for why not ``addmm_``)."""
+def recurrent_grads(cell, saved, dXP) -> list:
+    """The chunk's gradient of each recurrent weight, left_k^T dXP[:, cols_k]: one matmul per chunk
+    (the caller accumulates them over chunks: see :func:`.reversible.accumulate_mm`)."""
     lefts = saved[1]
     flat = dXP.reshape(-1, dXP.shape[-1])
-    for k, cols in enumerate(cell.recurrent_columns()):
-        dW[k].add_(torch.mm(lefts[k].reshape(-1, cell.half).t(), flat[:, cols]))
+    return [torch.mm(lefts[k].reshape(-1, cell.half).t(), flat[:, cols])
+            for k, cols in enumerate(cell.recurrent_columns())]
 
 
 class StoreChunk(torch.autograd.Function):
@@ -312,10 +312,9 @@ class StoreChunk(torch.autograd.Function):
         dstate = [d if d is not None else acts.new_zeros(ctx.batch, cell.half) for d in dst]
         WhT = ctx.transposed()  # made once per pass, shared by its chunks
         dXP, ds = backward_chunk(cell, (acts, lefts), dstate, dY.contiguous() if dY is not None else None, WhT)
-        dW = [torch.zeros_like(w) for w in Wh]
-        add_recurrent_grads(cell, (acts, lefts), dXP, dW)
+        dW = recurrent_grads(cell, (acts, lefts), dXP)
         return (None, None, None, None, None, dXP, *ds, *dW)
 
 
-__all__ = ["KERNELS_ENV", "KernelsUnavailable", "StoreChunk", "add_recurrent_grads", "backward_chunk", "build_dir",
-           "describe", "enabled", "forward_chunk", "kernels", "load", "mode", "reverse_chunk", "set_device_check"]
+__all__ = ["KERNELS_ENV", "KernelsUnavailable", "StoreChunk", "backward_chunk", "build_dir", "describe", "enabled",
+           "forward_chunk", "kernels", "load", "mode", "recurrent_grads", "reverse_chunk", "set_device_check"]

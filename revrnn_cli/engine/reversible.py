@@ -255,13 +255,19 @@ def reverse_steps(plan: Plan, state: list, steps: int, x_chunk: XChunk,
     return state
 
 
-def accumulate_mm(acc: Tensor, a: Tensor, b: Tensor) -> None:
-    """acc += a @ b as a product, then a sum, never ``acc.addmm_(a, b)``: with beta = 1 some BLAS
+def accumulate(acc: Tensor | None, g: Tensor) -> Tensor:
+    """acc + g in place, or g itself while nothing has been accumulated: no zero-filled accumulator
+    and no pass adding the first chunk to it (0 + g is g, up to the sign of a zero)."""
+    return g if acc is None else acc.add_(g)
+
+
+def accumulate_mm(acc: Tensor | None, a: Tensor, b: Tensor) -> Tensor:
+    """acc + a @ b as a product, then a sum, never ``acc.addmm_(a, b)``: with beta = 1 some BLAS
     builds (MKL on AVX-512 AMD CPUs, measured) fold ``acc`` into the product's partial sums, which
     rounds differently from ``acc + (a @ b)``, the order in which autograd accumulates a weight's
     gradient over chunks in ``store`` mode. Keeping the two orders equal is what makes reverse and
     store gradients agree bit for bit on every CPU."""
-    acc.add_(torch.mm(a, b))
+    return accumulate(acc, torch.mm(a, b))
 
 
 def _backward_chunk(plan, a, b, inputs, saved, Y_top, dstate, dy_chunk, dx_chunk, dW) -> None:
@@ -285,14 +291,15 @@ def _backward_chunk(plan, a, b, inputs, saved, Y_top, dstate, dy_chunk, dx_chunk
         n = (b - a) * dXP.shape[1]
         flatP = dXP.view(n, -1)
         X = inputs[l].reshape(n, -1)
-        accumulate_mm(dW[l][0], X.t(), flatP)
-        dW[l][1].add_(flatP.sum(0))
+        dW[l][0] = accumulate_mm(dW[l][0], X.t(), flatP)
+        dW[l][1] = accumulate(dW[l][1], flatP.sum(0))
         if plan.native:
-            native.add_recurrent_grads(cell, sv, dXP, dW[l][2:])
+            for k, g in enumerate(native.recurrent_grads(cell, sv, dXP)):
+                dW[l][2 + k] = accumulate(dW[l][2 + k], g)
         else:
             for k, cols in enumerate(cell.recurrent_columns()):
                 left = torch.cat([cell.recurrent_inputs(s)[k] for s in sv])
-                accumulate_mm(dW[l][2 + k], left.t(), flatP[:, cols])
+                dW[l][2 + k] = accumulate_mm(dW[l][2 + k], left.t(), flatP[:, cols])
         if l == 0 and dx_chunk is None:
             break  # nobody needs the input gradient: skip the matmul
         dX = flatP.mm(wx.t()).view(b - a, dXP.shape[1], -1)

@@ -38,6 +38,18 @@ DEFAULT_BACKPROP = "reverse"
 
 OUTPUTS = ("loss", "sequence", "kept")
 
+BLOCK_LOGITS = 1 << 22
+"""Logits computed at once (16 MiB in float32). A chunk of steps is scored in blocks of whole steps
+below this size, so an output layer's transient memory does not grow with the vocabulary times the
+chunk: with 18k German words and 64 sentences one chunk of 16 steps would be 75 MB per logits-sized
+tensor, and in reverse mode that transient, not the recurrent states, sets the peak."""
+
+
+def step_blocks(steps: int, batch: int, vocab: int) -> list[tuple[int, int]]:
+    """[a, b) ranges of whole steps whose logits stay under :data:`BLOCK_LOGITS` elements."""
+    n = max(1, BLOCK_LOGITS // max(batch * vocab, 1))
+    return [(a, min(a + n, steps)) for a in range(0, steps, n)]
+
 
 def resolve_backprop(mode: str | None) -> str:
     """The one validator and default of a backprop mode (None: :data:`DEFAULT_BACKPROP`)."""
@@ -99,7 +111,8 @@ class Segment:
         return []
 
     def head_loss(self, a: int, b: int, Y: Tensor, params: list[Tensor], count: bool) -> tuple[Tensor, int]:
-        """Summed loss of the top outputs ``Y`` of steps [a, b), and (if ``count``) correct predictions."""
+        """Summed loss of the top outputs ``Y`` of steps [a, b), and (if ``count``) correct predictions.
+        Summed over :meth:`head_blocks` in order, from 0.0, as the backward pass sums a deferred loss."""
         raise NotImplementedError
 
     def head_blocks(self, a: int, b: int) -> list[tuple[int, int]]:
@@ -322,7 +335,7 @@ class ReversibleSegment(torch.autograd.Function):
         B = job.batch
         dstate = [list(g.split(c.half, 1)) if g is not None else [flat[0].new_zeros(B, c.half) for _ in range(c.n_blocks)]
                   for c, g in zip(job.cells, dhT)]
-        dW = [[torch.zeros_like(w) for w in ws] for ws in plan.weights]
+        dW: list = [[None] * len(ws) for ws in plan.weights]  # accumulated from the first chunk's
         grads: list = [None] * len(t)
         head_grads: list = []
         need_outputs = True
@@ -348,13 +361,15 @@ class ReversibleSegment(torch.autograd.Function):
         if ctx.deferred is not None:
             _fill_deferred(ctx.deferred, losses)
         ctx.job = ctx.final = ctx.buffers = ctx.deferred = None
+        dW = [[g if g is not None else torch.zeros_like(w) for g, w in zip(gs, ws)] for gs, ws in zip(dW, plan.weights)]
         return (None, *[torch.cat(d, 1) for d in dstate], *raw_weight_grads(dW, job.weight_masks), *grads)
 
 
 def _head_backward(seg: Segment, hp: list[Tensor], head_grads: list[Tensor], g: Tensor, losses: dict | None = None):
     """dL/dY of a chunk: the head recomputed from the recovered outputs and differentiated by
     autograd, one :meth:`Segment.head_blocks` block at a time. With ``losses`` (a deferred loss),
-    each block's loss and correct count are recorded there, keyed by the block's first step."""
+    each block's loss and correct count are recorded there, keyed by the chunk's and the block's
+    first steps."""
 
     def dy_chunk(a, b, Y):
         dY = torch.empty_like(Y)
@@ -367,19 +382,25 @@ def _head_backward(seg: Segment, hp: list[Tensor], head_grads: list[Tensor], g: 
             for acc, gr in zip(head_grads, got[1:]):
                 acc.add_(gr)
             if losses is not None:
-                losses[s] = (loss.detach(), correct)
+                losses[(a, s)] = (loss.detach(), correct)
         return dY
 
     return dy_chunk
 
 
 def _fill_deferred(cells: tuple[Tensor, Tensor], losses: dict) -> None:
-    """Write a deferred loss into the forward pass's placeholders, summed in forward order as the
-    forward pass would have summed it (so the value is the same bit for bit)."""
-    total, correct = 0.0, 0
-    for s in sorted(losses):
-        loss, c = losses[s]
-        total, correct = total + loss, correct + c
+    """Write a deferred loss into the forward pass's placeholders, summed as the forward pass sums
+    it: each chunk's blocks in order (what :meth:`Segment.head_loss` returns for the chunk), then the
+    chunks in order, so the value is the same bit for bit."""
+    total, correct, chunk, chunk_total = 0.0, 0, None, 0.0
+    for (a, _), (loss, c) in sorted(losses.items(), key=lambda kv: kv[0]):
+        if a != chunk and chunk is not None:
+            total = total + chunk_total
+            chunk_total = 0.0
+        chunk = a
+        chunk_total, correct = chunk_total + loss, correct + c
+    if chunk is not None:
+        total = total + chunk_total
     with torch.no_grad():
         cells[0].copy_(total)
         cells[1].fill_(correct)
@@ -410,5 +431,5 @@ def _kept_bytes(plan: Plan, state: list, keep: KeptUnits | None, job: _Job) -> i
     return total + sum(x.numel() * x.element_size() for x in extra if x is not None)
 
 
-__all__ = ["BACKPROP_MODES", "DEFAULT_BACKPROP", "KeptUnits", "ReversibleSegment", "Segment", "SegmentOutput",
-           "choose_mode", "resolve_backprop", "run_segment"]
+__all__ = ["BACKPROP_MODES", "BLOCK_LOGITS", "DEFAULT_BACKPROP", "KeptUnits", "ReversibleSegment", "Segment", "SegmentOutput",
+           "choose_mode", "resolve_backprop", "run_segment", "step_blocks"]

@@ -21,18 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..engine.segment import step_blocks
+
 IGNORE_INDEX = -100
-BLOCK_LOGITS = 1 << 22
-"""Logits computed at once (16 MiB in float32). A chunk of decoder steps is scored in blocks of whole
-steps below this size, so the output layer's transient memory does not grow with the vocabulary
-times the chunk: with 18k German words and 64 sentences one chunk of 16 steps would be 75 MB per
-logits-sized tensor, and in reverse mode that transient, not the recurrent states, sets the peak."""
-
-
-def step_blocks(steps: int, batch: int, vocab: int) -> list[tuple[int, int]]:
-    """[a, b) ranges of whole steps whose logits stay under :data:`BLOCK_LOGITS` elements."""
-    n = max(1, BLOCK_LOGITS // max(batch * vocab, 1))
-    return [(a, min(a + n, steps)) for a in range(0, steps, n)]
 
 
 class AttentionHead(nn.Module):

@@ -28,7 +28,7 @@ from torch import nn
 from ..engine.cells import parse_cell_update
 from ..engine.fixed_point import parse_forget_bits
 from ..engine.layers import RevState, ReversibleRNN
-from ..engine.segment import Segment
+from ..engine.segment import Segment, step_blocks
 from .baseline import BaselineRNN
 from .dropout import embed, embed_grad, embedding_row_mask, locked_mask
 
@@ -54,7 +54,7 @@ class LMConfig(BaseModel):
     dropouti: float = Field(0.4, ge=0, lt=1)
     dropoute: float = Field(0.1, ge=0, lt=1)
     wdrop: float = Field(0.5, ge=0, lt=1)
-    chunk: int = Field(16, ge=1)
+    chunk: int = Field(16, ge=1)  # steps per batched input projection: see ReversibleRNN's ``chunk``
 
     @property
     def reversible(self) -> bool:
@@ -93,7 +93,17 @@ class SegmentResult:
 
 def chunk_loss(Y, targets, weight, bias, out_mask, count: bool = True):
     """Summed cross-entropy of one chunk of outputs [K, B, E]; also the number of correct argmaxes
-    (0 unless ``count``: reverse mode's recomputation needs only the loss)."""
+    (0 unless ``count``: reverse mode's recomputation needs only the loss). The softmax runs over
+    blocks of whole steps (:func:`.segment.step_blocks`), so its transient memory stays bounded
+    however long the chunk of the recurrence is."""
+    loss, correct = 0.0, 0
+    for a, b in step_blocks(Y.shape[0], Y.shape[1], weight.shape[0]):
+        l, c = _block_loss(Y[a:b], targets[a:b], weight, bias, out_mask, count)
+        loss, correct = loss + l, correct + c
+    return loss, correct
+
+
+def _block_loss(Y, targets, weight, bias, out_mask, count: bool):
     if out_mask is not None:
         Y = Y * out_mask
     logits = F.linear(Y, weight, bias).reshape(-1, weight.shape[0])
@@ -196,6 +206,9 @@ class _LMSegment(Segment):
 
     def head_loss(self, a, b, Y, params, count):
         return chunk_loss(Y, self.targets[a:b], params[0], params[1], self.out_mask, count)
+
+    def head_blocks(self, a, b):
+        return [(a + s, a + e) for s, e in step_blocks(b - a, self.targets.shape[1], self.emb_w.shape[0])]
 
 
 __all__ = ["IGNORE_INDEX", "LMConfig", "RNNLanguageModel", "SegmentResult", "chunk_loss"]

@@ -117,6 +117,12 @@ def test_check_finite():
     for bad in (float("nan"), float("inf"), -float("inf")):
         with pytest.raises(NonFiniteError, match="x"):
             check_finite([("ok", torch.ones(2)), ("x", torch.tensor([0.0, bad]))], "t")
+    # finite values whose float32 sum overflows are finite all the same (the float64 sum settles it)
+    big = torch.full((4,), 3e38)
+    assert not torch.isfinite(big.sum())
+    check_finite([("big", big), ("mixed", torch.tensor([3e38, -3e38, 3e38, 3e38]))], "t")
+    with pytest.raises(NonFiniteError, match="worse"):
+        check_finite([("worse", torch.tensor([3e38, 3e38, float("nan")]))], "t")
 
 
 # ---- negative control: floating point cannot reverse the GRU update ---------------------------------

@@ -77,10 +77,16 @@ def test_reverse_and_store_agree_over_carried_segments(cell, layers, update):
     assert fresh[0][0].item() != sto[1][0].item()
 
 
-@pytest.mark.parametrize("cell", ["revgru", "revlstm"])
-def test_deferred_loss_is_the_eager_loss_bit_for_bit(cell):
+@pytest.mark.parametrize("cell, block_steps", [("revgru", None), ("revlstm", None), ("revlstm", 3)])
+def test_deferred_loss_is_the_eager_loss_bit_for_bit(cell, block_steps, monkeypatch):
     """Reverse mode with defer_loss computes the softmax once, in the backward pass: the loss, the
-    correct count and every gradient equal those of the eager reverse pass exactly."""
+    correct count and every gradient equal those of the eager reverse pass exactly, also when a
+    chunk's softmax runs in several blocks of steps (summed per chunk, then over chunks)."""
+    import revrnn_cli.engine.segment as segment
+
+    if block_steps:
+        monkeypatch.setattr(segment, "BLOCK_LOGITS", block_steps * 3 * V)  # batch 3: 3 steps per block
+        assert segment.step_blocks(8, 3, V) == [(0, 3), (3, 6), (6, 8)]
     cfg = LMConfig(cell=cell, emb_size=8, hidden_size=12, layers=2, chunk=8, max_forget_bits=3, **DROPS)
     torch.manual_seed(0)
     model = RNNLanguageModel(cfg, V, "reverse")

@@ -193,12 +193,12 @@ def test_config_errors():
 def test_output_layer_in_blocks_gives_the_same_loss_and_gradients(monkeypatch):
     """Scoring a chunk in blocks of steps (to bound the logits' memory) changes nothing: reverse and
     store still agree bit for bit on the loss, and both equal the unblocked loss to rounding."""
-    import revrnn_cli.models.attention as attention
+    import revrnn_cli.engine.segment as segment
 
     batch = make_batch(B=5, T=7)
     whole, g_whole = loss_and_grads(model(layers=2), batch)
-    monkeypatch.setattr(attention, "BLOCK_LOGITS", 2 * 5 * V_TGT)  # two steps per block
-    assert len(attention.step_blocks(4, 5, V_TGT)) == 2
+    monkeypatch.setattr(segment, "BLOCK_LOGITS", 2 * 5 * V_TGT)  # two steps per block
+    assert len(segment.step_blocks(4, 5, V_TGT)) == 2
     res_r, g_r = loss_and_grads(model(layers=2, backprop="reverse"), batch)
     res_s, g_s = loss_and_grads(model(layers=2, backprop="store"), batch)
     assert torch.equal(res_r.loss_sum.detach(), res_s.loss_sum.detach())

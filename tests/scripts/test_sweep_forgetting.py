@@ -117,8 +117,10 @@ def test_the_plan_puts_the_most_informative_rows_first(sweep):
     plan = sweep.plan()
     assert [p.group for p in plan] == sorted((p.group for p in plan), key=sweep.GROUPS.index)
     assert plan[0].overrides == ("model.max_forget_bits=3", sweep.PAPER)  # the paper's RevLSTM, explicitly
-    assert len({p.key for p in plan}) == len(plan) == 22
-    assert all(sweep.PAPER in p.overrides for p in plan if "revlstm" in p.spec)
+    assert len({p.key for p in plan}) == len(plan) == 23
+    bounded = [p for p in plan if "model.cell_update=bounded" in p.overrides]  # the 2-layer row that trains
+    assert [p.group for p in bounded] == ["ptb-2layer"] and "model.layers=2" in bounded[0].overrides
+    assert all(sweep.PAPER in p.overrides for p in plan if "revlstm" in p.spec and p not in bounded)
     assert not any(sweep.PAPER in p.overrides for p in plan if "revlstm" not in p.spec)
 
 
