@@ -335,7 +335,7 @@ class ReversibleSegment(torch.autograd.Function):
         B = job.batch
         dstate = [list(g.split(c.half, 1)) if g is not None else [flat[0].new_zeros(B, c.half) for _ in range(c.n_blocks)]
                   for c, g in zip(job.cells, dhT)]
-        dW: list = [[None] * len(ws) for ws in plan.weights]  # accumulated from the first chunk's
+        dW: list = [[None] * len(ws) for ws in plan.weights]  # None until a chunk adds its product
         grads: list = [None] * len(t)
         head_grads: list = []
         need_outputs = True
@@ -431,5 +431,5 @@ def _kept_bytes(plan: Plan, state: list, keep: KeptUnits | None, job: _Job) -> i
     return total + sum(x.numel() * x.element_size() for x in extra if x is not None)
 
 
-__all__ = ["BACKPROP_MODES", "BLOCK_LOGITS", "DEFAULT_BACKPROP", "KeptUnits", "ReversibleSegment", "Segment", "SegmentOutput",
-           "choose_mode", "resolve_backprop", "run_segment", "step_blocks"]
+__all__ = ["BACKPROP_MODES", "BLOCK_LOGITS", "DEFAULT_BACKPROP", "KeptUnits", "ReversibleSegment", "Segment",
+           "SegmentOutput", "choose_mode", "resolve_backprop", "run_segment", "step_blocks"]
