@@ -18,8 +18,8 @@ PTB rows and their baselines first, then 1, 5 and no limit, then 2 layers, then 
 of each model, then the specs' four).
 
 One JSON row per run is appended to ``--out`` (``docs/forgetting_sweep.jsonl``); a row already there
-is not run again. A training that was stopped (Ctrl-C, SIGTERM) continues from its ``last.pt`` with
-``train --resume`` on the next invocation; one that finished but was not yet evaluated is only
+is not run again. A training that was stopped (Ctrl-C, SIGTERM, or its worker killed outright)
+continues from its ``last.pt`` with ``train --resume`` on the next invocation; one that finished but was not yet evaluated is only
 evaluated. Two invocations with the same ``--out`` and ``--runs`` share the plan (each row is
 claimed by a lock file); the second starts a row only while the load average is at most
 ``--max-load``. A row records what ran (spec, overrides, cell, layers, sizes, bits, the commands), the
@@ -415,9 +415,7 @@ class Runner:
         last_train = next((a for a in reversed(attempts) if a["step"] == "train"), None)
         train_rc = last_train["rc"] if last_train else None
         if not (train_rc in (0, EXIT_NONFINITE, EXIT_NUMERIC) and _finished_or_diverged(run_dir, train_rc)):
-            # stopped (or failed) after a checkpoint: continue from it, as `revrnn train --resume` does
-            resume = last_train is not None and train_rc not in (0, EXIT_NONFINITE, EXIT_NUMERIC) \
-                and (run_dir / "last.pt").is_file()
+            resume = should_resume(run_dir, train_rc)
             sets = [a for o in (*p.overrides, *self.extra) for a in ("--set", o)]
             data = ["--data-dir", self.data_dir] if self.data_dir else []
             args = (["train", "--resume", str(run_dir), *data, "--json"] if resume else
@@ -450,6 +448,13 @@ class Runner:
         self.stop = True
         if self.child is not None and self.child.poll() is None:
             self.child.send_signal(signum)
+
+
+def should_resume(run_dir: Path, train_rc: int | None) -> bool:
+    """Continue from ``last.pt``, as `revrnn train --resume` does, after a training that was stopped or
+    failed; also when no attempt was recorded at all (the worker itself was killed, e.g. SIGKILL at
+    logout), since the checkpoint holds the epochs done. A finished or diverged run starts afresh."""
+    return train_rc not in (0, EXIT_NONFINITE, EXIT_NUMERIC) and (run_dir / "last.pt").is_file()
 
 
 def _finished_or_diverged(run_dir: Path, rc: int | None) -> bool:

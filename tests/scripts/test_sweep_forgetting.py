@@ -136,6 +136,17 @@ def test_a_row_is_claimed_by_one_worker_at_a_time(sweep, tmp_path):
     assert not lock.exists()
 
 
+def test_a_killed_worker_resumes_from_its_checkpoint(sweep, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    assert not sweep.should_resume(run, None)  # nothing to continue from: train afresh
+    (run / "last.pt").write_bytes(b"x")
+    assert sweep.should_resume(run, None)  # killed before it could record an attempt
+    assert sweep.should_resume(run, 143)  # stopped by SIGTERM
+    for rc in (0, sweep.EXIT_NONFINITE, sweep.EXIT_NUMERIC):  # ended on its own: no resume
+        assert not sweep.should_resume(run, rc)
+
+
 def test_a_blow_up_that_recovers_is_marked_unstable_not_diverged(sweep, tmp_path):
     train = [{"loss": 66716.8, "grad_norm": 4e4, "epoch": 1}, {"loss": 5.2, "grad_norm": 0.2, "epoch": 2}]
     row = sweep.build_row(sweep.Planned("ptb", "ptb_revlstm_small"), _run_dir(tmp_path, train=train),
