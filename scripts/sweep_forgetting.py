@@ -19,16 +19,17 @@ of each model, then the specs' four).
 
 One JSON row per run is appended to ``--out`` (``docs/forgetting_sweep.jsonl``); a row already there
 is not run again. A training that was stopped (Ctrl-C, SIGTERM, or its worker killed outright)
-continues from its ``last.pt`` with ``train --resume`` on the next invocation; one that finished but was not yet evaluated is only
-evaluated. Two invocations with the same ``--out`` and ``--runs`` share the plan (each row is
-claimed by a lock file); the second starts a row only while the load average is at most
-``--max-load``. A row records what ran (spec, overrides, cell, layers, sizes, bits, the commands), the
-validation perplexity after every epoch, the best, the test perplexity of ``best.pt``, the paper's
-memory ratios combined over the logged training intervals as ``revrnn compare`` combines them
-(ratios of the summed bits), the mean training tokens/s, the largest |state|, the fraction of
-forget gates quantised to exactly 1, wall and CPU seconds (all attempts, training and evaluation)
-and whether it diverged: a non-finite loss or gradient (exit 4), a fixed-point error (exit 5), or a
-last validation perplexity worse than the first epoch's. A diverged row is kept and listed.
+continues from its ``last.pt`` with ``train --resume`` on the next invocation; one that finished but
+was not yet evaluated is only evaluated. Two invocations with the same ``--out`` and ``--runs``
+share the plan (each row is claimed by a lock file); the second starts a row only while the load
+average is at most ``--max-load``. A row records what ran (spec, overrides, cell, layers, sizes,
+bits, the commands), the validation perplexity after every epoch, the best, the test perplexity of
+``best.pt``, the paper's memory ratios combined over the logged training intervals as ``revrnn
+compare`` combines them (ratios of the summed bits), the mean training tokens/s, the largest
+|state|, the fraction of forget gates quantised to exactly 1, wall and CPU seconds (all attempts,
+training and evaluation) and whether it diverged: a non-finite loss or gradient (exit 4), a
+fixed-point error (exit 5), or a last validation perplexity worse than the first epoch's. A diverged
+row is kept and listed.
 
 The Markdown tables are printed at the end (and alone with ``--table``); ``--plot`` draws validation
 perplexity against memory saving (normal/used) for the 1-layer PTB rows.
