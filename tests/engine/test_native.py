@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from revrnn_cli.engine import RevGRU, RevLSTM, native
+from revrnn_cli.engine import RevGRU, RevLSTM, RevState, native
 from revrnn_cli.engine.native import KernelsUnavailable
 from revrnn_cli.engine.selfcheck import check_device
 from revrnn_cli.models.lm import LMConfig, RNNLanguageModel
@@ -73,6 +73,34 @@ def test_fused_and_reference_follow_one_trajectory(cls, kw):
         assert got[4]["optimal_bits"] == pytest.approx(ref[4]["optimal_bits"], rel=1e-12)
     if bias:
         assert ref[4]["saturated_gates"] > 0
+
+
+@pytest.mark.parametrize("cls", [RevLSTM, RevGRU])
+def test_states_at_the_edges_of_the_float_division_follow_the_reference(cls):
+    """The fused division takes floor(h / Z) from one float64 division while every |h| < 2^40, and
+    integer division beyond. Initial states straddling 2^40 (both signs), at -1, at multiples of 1024
+    and just off them drive both ranges and the floor of negative quotients: still one trajectory
+    with the reference, bit for bit, and the initial state is recovered by reversal."""
+    torch.manual_seed(0)
+    model = cls(IN, H, 1, chunk=4)
+    edge = 1 << 40
+    picks = torch.tensor([edge - 1, edge, edge + 1, 3 * edge, -1, -1023, -1024, -1025, 1024, 5, 0, -(edge - 1)],
+                         dtype=torch.int64)
+    h0 = picks[torch.randint(0, len(picks), (B, model.cells[0].n_blocks * H // 2))]
+    h0 = h0 * torch.where(torch.rand(h0.shape) < 0.5, -1, 1)
+    x = torch.randn(6, B, IN)
+    out = {}
+    for path in ("reference", "native"):
+        with native.kernels(path):
+            model.zero_grad(set_to_none=True)
+            xr = x.clone().requires_grad_()
+            y, state = model(xr, RevState([h0.clone()], None))
+            y.pow(2).sum().backward()
+        out[path] = (y.detach(), state.ints[0], [p.grad for p in model.parameters()] + [xr.grad])
+    assert bool((out["native"][1].abs() >= edge).any()) and bool((out["native"][1].abs() < edge).any())
+    assert torch.equal(out["native"][0], out["reference"][0])
+    assert torch.equal(out["native"][1], out["reference"][1])
+    assert all(torch.equal(a, b) for a, b in zip(out["native"][2], out["reference"][2]))
 
 
 def test_negative_control_a_perturbed_input_changes_the_trajectory():

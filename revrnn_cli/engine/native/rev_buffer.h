@@ -71,39 +71,49 @@ struct CpuBuffer {
       int64_t sat = 0;
       for (int64_t u = 0; u < n; ++u) sat += Z[u] == FORGET_ONE;
       meta[SATURATED] += sat;  // counted with the optimal bits (forward passes), as the reference does
-      for (int64_t u = 0; u < n; ++u)
-        if (!(skip && (u % width) < skip)) zprod[u] *= static_cast<double>(z[u]);
+      double* __restrict__ zp = zprod;
+      const int64_t rows = n / width;
+      for (int64_t b = 0; b < rows; ++b)
+        for (int64_t j = skip; j < width; ++j) zp[b * width + j] *= static_cast<double>(z[b * width + j]);
       fold();
     }
   }
 
-  // One byte at most per unit. The arithmetic of every unit is independent (and vectorises); only
-  // the placement of the emitted bytes is sequential, and branch-free: each unit writes its byte at
-  // the cursor, which advances only past the units that emit.
-  void mul1(int64_t* h, const int64_t* Z, int64_t width, int64_t skip, int64_t* scratch) {
-    int64_t* bytes = scratch;  // the byte each unit emits, or -1
+  // One byte at most per unit. The arithmetic of every unit is independent and branch-free, so it
+  // vectorises (its operations are exact integer ones and float64 divisions, which give the same
+  // bits in any lane); only the placement of the emitted bytes is sequential: each unit writes its
+  // byte at the cursor, which advances only past the units that emit.
+  void mul1(int64_t* h_, const int64_t* Z_, int64_t width, int64_t skip, int64_t* scratch) {
+    int64_t* __restrict__ bytes = scratch;  // the byte each unit emits, or -1
+    int64_t* __restrict__ hp = h_;
+    int64_t* __restrict__ hdp = head;
+    const int64_t* __restrict__ Zp = Z_;
     const int64_t rows = n / width;
-    for (int64_t b = 0; b < rows; ++b)
+    for (int64_t b = 0; b < rows; ++b) {
+      const int64_t o = b * width;
       for (int64_t j = 0; j < width; ++j) {
-        int64_t u = b * width + j;
-        bool lossy = j < skip;
-        int64_t Zu = Z[u], hd = head[u], hu = h[u];
-        bool e = !lossy && hd >= (Zu << WORD_BITS);
-        int64_t rest = e ? (hd >> WORD_BITS) : hd;
+        const int64_t u = o + j;
+        const bool lossy = j < skip;
+        const int64_t Zu = Zp[u], hd = hdp[u], hu = hp[u];
+        const bool e = !lossy && hd >= (Zu << WORD_BITS);
+        const int64_t rest = e ? (hd >> WORD_BITS) : hd;
         bytes[u] = e ? (hd & 0xFF) : -1;
-        int64_t X = (hu & LOW_MASK) + rest * FORGET_ONE;
-        int64_t q = small_div(X, Zu);
-        head[u] = lossy ? hd : q;
-        h[u] = lossy ? floor_mul(hu, Zu) : (X - q * Zu) + (hu >> FORGET_BITS) * Zu;
+        const int64_t X = (hu & LOW_MASK) + rest * FORGET_ONE;
+        const int64_t q = small_div(X, Zu);
+        hdp[u] = lossy ? hd : q;
+        hp[u] = lossy ? floor_mul(hu, Zu) : (X - q * Zu) + (hu >> FORGET_BITS) * Zu;
       }
+    }
+    const int64_t nn = n;
     int64_t p = meta[POS];
-    if (p + n > capacity) {  // never, with the host's reservation; refuse rather than write past it
+    if (p + nn > capacity) {  // never, with the host's reservation; refuse rather than write past it
       meta[OVERFLOW] = 1;
       return;
     }
-    for (int64_t u = 0; u < n; ++u) {
-      int64_t byte = bytes[u];
-      arena[p] = static_cast<uint8_t>(byte);
+    uint8_t* __restrict__ out = arena;
+    for (int64_t u = 0; u < nn; ++u) {
+      const int64_t byte = bytes[u];
+      out[p] = static_cast<uint8_t>(byte);
       p += byte >= 0;
     }
     meta[POS] = p;
@@ -162,48 +172,55 @@ struct CpuBuffer {
   }
 
   // One byte at most per unit and small states: the quotients in float64 (exact, see floor_div), all
-  // units at once; then the units that need a byte take the top ones, in unit order.
-  void div1(int64_t* h, const int64_t* Z, int64_t width, int64_t skip, int64_t* scratch) {
-    int64_t* X = scratch;
-    int64_t* qh = scratch + n;
+  // units at once (branch-free, so the loop vectorises); then the units that need a byte take the
+  // top ones, in unit order.
+  void div1(int64_t* h_, const int64_t* Z_, int64_t width, int64_t skip, int64_t* scratch) {
+    int64_t* __restrict__ X = scratch;
+    int64_t* __restrict__ qh = scratch + n;
+    int64_t* __restrict__ hp = h_;
+    int64_t* __restrict__ hdp = head;
+    const int64_t* __restrict__ Zp = Z_;
     const int64_t rows = n / width;
     int64_t qmin = meta[QMIN], qmax = meta[QMAX], need = 0;
-    for (int64_t b = 0; b < rows; ++b)
+    for (int64_t b = 0; b < rows; ++b) {
+      const int64_t o = b * width;
       for (int64_t j = 0; j < width; ++j) {
-        int64_t u = b * width + j;
-        bool lossy = j < skip;
-        int64_t Zu = Z[u], hu = h[u];
-        int64_t q = static_cast<int64_t>(floor(static_cast<double>(hu) / static_cast<double>(Zu)));
-        int64_t x = hu - q * Zu + head[u] * Zu;
-        int64_t hd = x >> FORGET_BITS;
+        const int64_t u = o + j;
+        const bool lossy = j < skip;
+        const int64_t Zu = Zp[u], hu = hp[u], hd0 = hdp[u];
+        const int64_t q = floor_div_small(hu, Zu);
+        const int64_t x = hu - q * Zu + hd0 * Zu;
+        const int64_t hd = x >> FORGET_BITS;
         X[u] = x;
         qh[u] = q;
-        head[u] = lossy ? head[u] : hd;
-        need += !lossy && hd < HEAD_FLOOR;
-        qmin = (!lossy && q < qmin) ? q : qmin;
-        qmax = (!lossy && q > qmax) ? q : qmax;
+        hdp[u] = lossy ? hd0 : hd;
+        need += (!lossy && hd < HEAD_FLOOR) ? 1 : 0;
+        const int64_t qlo = lossy ? qmin : q, qhi = lossy ? qmax : q;
+        qmin = qlo < qmin ? qlo : qmin;
+        qmax = qhi > qmax ? qhi : qmax;
       }
+    }
     int64_t start = meta[POS] - need;
     if (start < 0) {
       meta[UNDERFLOW] = 1;
       start = 0;
       need = meta[POS];
     }
+    const uint8_t* __restrict__ in = arena;
     int64_t k = start;
     for (int64_t b = 0; b < rows; ++b)
       for (int64_t j = skip; j < width; ++j) {
-        int64_t u = b * width + j;
-        bool nd = head[u] < HEAD_FLOOR && k < start + need;
-        int64_t byte = nd ? arena[k] : 0;
-        head[u] = nd ? (head[u] << WORD_BITS) + byte : head[u];
+        const int64_t u = b * width + j;
+        const bool nd = hdp[u] < HEAD_FLOOR && k < start + need;
+        const int64_t byte = nd ? in[k] : 0;
+        hdp[u] = nd ? (hdp[u] << WORD_BITS) + byte : hdp[u];
         k += nd;
       }
     meta[POS] = start;
-    for (int64_t b = 0; b < rows; ++b)
-      for (int64_t j = skip; j < width; ++j) {
-        int64_t u = b * width + j;
-        h[u] = div_finish(X[u], qh[u]);
-      }
+    for (int64_t b = 0; b < rows; ++b) {
+      const int64_t o = b * width;
+      for (int64_t j = skip; j < width; ++j) hp[o + j] = div_finish(X[o + j], qh[o + j]);
+    }
     meta[QMIN] = qmin;
     meta[QMAX] = qmax;
   }

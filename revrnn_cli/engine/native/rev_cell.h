@@ -117,9 +117,13 @@ inline void gru_gates(const Cell& c, const at::Tensor& xp, const at::Tensor& wh,
 // LSTM: dc = dc + (dh o)(1 - tc^2); d[i o f p] = [dc g, dh tc, m dc c_old, m dh h_old] (s - s^2);
 // d g = (dc i)(1 - g^2); dh <- dh Z_p / 1024, dc <- dc Z_f / 1024. The bounded update weighs the
 // additive terms' gradients by 1 - Z/1024 and differentiates the weight (c_old - i g, h_old - o tc).
-REV_HD void lstm_backward_unit(const Cell& c, const float* acts, int64_t b, int64_t j, float* dh, float* dc,
-                               float* ds, int64_t ds_stride) {
-  const int64_t n = c.n(), H2 = c.H2, nsr = (c.n_gates - 1) * H2, of = c.forget ? 2 * H2 : 0;
+// FORGET and BOUNDED are the cell's ``forget`` and ``bounded``, as template arguments so that the CPU
+// loop over units has no branches and vectorises; lstm_backward_unit dispatches on the cell's values.
+template <bool FORGET, bool BOUNDED>
+REV_HD void lstm_backward_unit_t(const Cell& c, const float* __restrict__ acts, int64_t b, int64_t j,
+                                 float* __restrict__ dh, float* __restrict__ dc, float* __restrict__ ds,
+                                 int64_t ds_stride) {
+  const int64_t n = c.n(), H2 = c.H2, nsr = (c.n_gates - 1) * H2, of = FORGET ? 2 * H2 : 0;
   const int64_t u = b * H2 + j;
   const float* G = acts + nsr * c.B;
   const float* TC = G + n;
@@ -129,21 +133,21 @@ REV_HD void lstm_backward_unit(const Cell& c, const float* acts, int64_t b, int6
   float si = row[of + j], so = row[of + H2 + j], g = G[u], tc = TC[u];
   float dhv = dh[u];
   int64_t Zc = 0, Zh = 0;
-  if (c.forget) {  // Z of the forward, recomputed from the same sigmoids
+  if (FORGET) {  // Z of the forward, recomputed from the same sigmoids
     Zc = quantize_gate(row[j] * c.m + c.omm, c.zero_guard);
     Zh = quantize_gate(row[H2 + j] * c.m + c.omm, c.zero_guard);
   }
-  float dhu = c.bounded ? dhv * c.weight(Zh) : dhv;  // upstream of h's additive term
+  float dhu = BOUNDED ? dhv * c.weight(Zh) : dhv;  // upstream of h's additive term
   float dcv = dc[u] + (dhu * so) * (1.0f - tc * tc);
-  float dcu = c.bounded ? dcv * c.weight(Zc) : dcv;  // upstream of c's additive term
+  float dcu = BOUNDED ? dcv * c.weight(Zc) : dcv;  // upstream of c's additive term
   float* d = ds + b * ds_stride;
   d[of + j] = (dcu * g) * (si - si * si);
   d[of + H2 + j] = (dhu * tc) * (so - so * so);
   d[of + 2 * H2 + j] = (dcu * si) * (1.0f - g * g);
-  if (c.forget) {
+  if (FORGET) {
     float sf = row[j], sp = row[H2 + j];
-    float cterm = c.bounded ? CO[u] - si * g : CO[u];  // through the multiplication (and the weight)
-    float hterm = c.bounded ? HO[u] - so * tc : HO[u];
+    float cterm = BOUNDED ? CO[u] - si * g : CO[u];  // through the multiplication (and the weight)
+    float hterm = BOUNDED ? HO[u] - so * tc : HO[u];
     d[j] = ((dcv * cterm) * c.m) * (sf - sf * sf);
     d[H2 + j] = ((dhv * hterm) * c.m) * (sp - sp * sp);
     dhv = dhv * (static_cast<float>(Zh) * INV_FORGET_ONE);
@@ -153,31 +157,61 @@ REV_HD void lstm_backward_unit(const Cell& c, const float* acts, int64_t b, int6
   dc[u] = dcv;
 }
 
+REV_HD void lstm_backward_unit(const Cell& c, const float* acts, int64_t b, int64_t j, float* dh, float* dc,
+                               float* ds, int64_t ds_stride) {
+  if (!c.forget)
+    lstm_backward_unit_t<false, false>(c, acts, b, j, dh, dc, ds, ds_stride);
+  else if (c.bounded)
+    lstm_backward_unit_t<true, true>(c, acts, b, j, dh, dc, ds, ds_stride);
+  else
+    lstm_backward_unit_t<true, false>(c, acts, b, j, dh, dc, ds, ds_stride);
+}
+
 // GRU, before the matmul drh = dg vh^T: dg = (dh (1 - z))(1 - g^2) into ds's g columns.
-REV_HD void gru_backward_g_unit(const Cell& c, const float* acts, int64_t b, int64_t j, const float* dh,
-                                float* ds, int64_t ds_stride) {
+template <bool FORGET>
+REV_HD void gru_backward_g_unit_t(const Cell& c, const float* __restrict__ acts, int64_t b, int64_t j,
+                                  const float* __restrict__ dh, float* __restrict__ ds, int64_t ds_stride) {
   const int64_t H2 = c.H2, u = b * H2 + j;
   float sz = acts[b * 2 * H2 + j], g = acts[2 * c.n() + u];
-  float z = c.forget ? sz * c.m + c.omm : sz;
+  float z = FORGET ? sz * c.m + c.omm : sz;
   ds[b * ds_stride + 2 * H2 + j] = (dh[u] * (1.0f - z)) * (1.0f - g * g);
+}
+
+REV_HD void gru_backward_g_unit(const Cell& c, const float* acts, int64_t b, int64_t j, const float* dh,
+                                float* ds, int64_t ds_stride) {
+  if (c.forget)
+    gru_backward_g_unit_t<true>(c, acts, b, j, dh, ds, ds_stride);
+  else
+    gru_backward_g_unit_t<false>(c, acts, b, j, dh, ds, ds_stride);
 }
 
 // GRU, after it: dz = (dh (h_old - g)) m (or -dh g without forgetting); d[z r] = [dz (s_z (1 - s_z)),
 // (drh hb)(r (1 - r))]; dh <- dh Z / 1024. (dhb gets d[z r] wh^T and then drh r: add_drh_r_unit.)
-REV_HD void gru_backward_zr_unit(const Cell& c, const float* acts, int64_t b, int64_t j, const float* left,
-                                 const float* drh, float* dh, float* ds, int64_t ds_stride) {
+template <bool FORGET>
+REV_HD void gru_backward_zr_unit_t(const Cell& c, const float* __restrict__ acts, int64_t b, int64_t j,
+                                   const float* __restrict__ left, const float* __restrict__ drh,
+                                   float* __restrict__ dh, float* __restrict__ ds, int64_t ds_stride) {
   const int64_t n = c.n(), H2 = c.H2, u = b * H2 + j;
   float sz = acts[b * 2 * H2 + j], r = acts[b * 2 * H2 + H2 + j], g = acts[2 * n + u];
   float dhu = dh[u];
-  float dz = c.forget ? (dhu * (acts[3 * n + u] - g)) * c.m : (-dhu) * g;
+  float dz = FORGET ? (dhu * (acts[3 * n + u] - g)) * c.m : (-dhu) * g;
   float* d = ds + b * ds_stride;
   d[j] = dz * (sz * (1.0f - sz));
   d[H2 + j] = (drh[u] * left[u]) * (r * (1.0f - r));
-  if (c.forget) dhu = dhu * (static_cast<float>(quantize_gate(sz * c.m + c.omm, c.zero_guard)) * INV_FORGET_ONE);
+  if (FORGET) dhu = dhu * (static_cast<float>(quantize_gate(sz * c.m + c.omm, c.zero_guard)) * INV_FORGET_ONE);
   dh[u] = dhu;
 }
 
-REV_HD void add_drh_r_unit(const Cell& c, const float* acts, int64_t b, int64_t j, const float* drh, float* dhb) {
+REV_HD void gru_backward_zr_unit(const Cell& c, const float* acts, int64_t b, int64_t j, const float* left,
+                                 const float* drh, float* dh, float* ds, int64_t ds_stride) {
+  if (c.forget)
+    gru_backward_zr_unit_t<true>(c, acts, b, j, left, drh, dh, ds, ds_stride);
+  else
+    gru_backward_zr_unit_t<false>(c, acts, b, j, left, drh, dh, ds, ds_stride);
+}
+
+REV_HD void add_drh_r_unit(const Cell& c, const float* __restrict__ acts, int64_t b, int64_t j,
+                           const float* __restrict__ drh, float* __restrict__ dhb) {
   const int64_t H2 = c.H2, u = b * H2 + j;
   dhb[u] += drh[u] * acts[b * 2 * H2 + H2 + j];  // + drh r
 }

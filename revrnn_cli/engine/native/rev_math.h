@@ -40,22 +40,38 @@ constexpr float INV_FORGET_ONE = 1.0f / 1024.0f;
 
 REV_HD float to_float(int64_t h) { return static_cast<float>(h) * HIDDEN_UNIT; }
 
+// The rounding and the conversion are two statements: written as one expression, g++ turns them into
+// lrintf(), which it cannot vectorise (the value is the same either way).
 REV_HD int64_t quantize(float u) {  // U = round(2^23 u), u already rounded to float32
-  return static_cast<int64_t>(rintf(u * HIDDEN_SCALE));
+  const float r = rintf(u * HIDDEN_SCALE);
+  return static_cast<int64_t>(r);
 }
 
+REV_HD int64_t imax(int64_t a, int64_t b) { return a < b ? b : a; }
+
 REV_HD int64_t quantize_gate(float z, bool zero_guard) {  // Z = round(1024 z), 0 -> 1 without a limit
-  int64_t Z = static_cast<int64_t>(rintf(z * 1024.0f));
-  return (zero_guard && Z < 1) ? 1 : Z;
+  // max(Z, 1) under the guard, max(Z, INT64_MIN) = Z without: a select the compiler can vectorise,
+  // where ``zero_guard && Z < 1`` is a branch
+  const float r = rintf(z * 1024.0f);
+  const int64_t Z = static_cast<int64_t>(r);
+  return imax(Z, zero_guard ? int64_t(1) : INT64_MIN);
+}
+
+REV_HD int64_t floor_div_small(int64_t a, int64_t b) {
+  // floor(a / b) for |a| < 2^40 and 1 <= b <= 1024, with one float64 division. The quotient is below
+  // 2^40 and a non-integer quotient lies at least 1/b >= 2^-10 from the next integer, far more than
+  // float64's relative precision 2^-53 times 2^40, so rounding cannot carry it onto or across that
+  // integer: the truncated float quotient is the true truncated quotient t, and the floor is t, or
+  // t - 1 when t b > a (a negative non-integer quotient). Written with a truncation and an integer
+  // correction rather than floor(), which the compiler turns into a call it cannot vectorise.
+  const int64_t t = static_cast<int64_t>(static_cast<double>(a) / static_cast<double>(b));
+  return t - (t * b > a ? 1 : 0);
 }
 
 REV_HD int64_t floor_div(int64_t a, int64_t b) {  // b > 0
-  // |a| < 2^40 (every state below a value of 2^17): one float64 division is exact. The quotient is
-  // below 2^40 and a non-integer quotient lies at least 1/b >= 2^-10 from the next integer, far more
-  // than float64's relative precision 2^-53 times 2^40, so rounding cannot carry it onto that
-  // integer and floor() of the rounded quotient is the true floor. Beyond, integer division.
+  // |a| < 2^40 (every state below a value of 2^17): floor_div_small. Beyond, integer division.
   const int64_t lim = int64_t(1) << 40;
-  if (a < lim && a > -lim) return static_cast<int64_t>(floor(static_cast<double>(a) / static_cast<double>(b)));
+  if (a < lim && a > -lim) return floor_div_small(a, b);
   int64_t q = a / b;
   return (a % b != 0 && a < 0) ? q - 1 : q;
 }

@@ -71,6 +71,60 @@ void lstm_save(const Cell& c, float* acts, const Scratch& s) {
   std::copy(s.tc.data_ptr<float>(), s.tc.data_ptr<float>() + n, acts + ns + n);
 }
 
+// The per-unit loops of an LSTM half-step, each a plain loop over [B, H2] with restrict pointers and
+// the cell's flags as template arguments: no branches, so they vectorise (the same IEEE operations
+// in every lane, so the same bits as one unit at a time). They are kept out of line: inlined into
+// their callers, the restrict qualifiers of their parameters are lost and the loops stay scalar.
+#define NOINLINE __attribute__((noinline))
+
+// The forget gates of a half, [f p] of the sigmoids' rows: z = s m + (1 - m), Z = round(1024 z).
+NOINLINE void lstm_forget_gates(const Cell& c, const float* __restrict__ sg, float* __restrict__ zc,
+                                float* __restrict__ zh, int64_t* __restrict__ Zc, int64_t* __restrict__ Zh) {
+  const int64_t B = c.B, H2 = c.H2, ns = (c.n_gates - 1) * H2;
+  const float m = c.m, omm = c.omm;
+  const bool zg = c.zero_guard;
+  for (int64_t b = 0; b < B; ++b) {
+    const float* __restrict__ row = sg + b * ns;
+    const int64_t o = b * H2;
+    for (int64_t j = 0; j < H2; ++j) {
+      const float fc = row[j] * m + omm, fh = row[H2 + j] * m + omm;
+      zc[o + j] = fc;
+      zh[o + j] = fh;
+      Zc[o + j] = quantize_gate(fc, zg);
+      Zh[o + j] = quantize_gate(fh, zg);
+    }
+  }
+}
+
+// x <- x + SIGN round(2^23 w v), w the gate column block at `gate` (row stride `gstride`), weighed by
+// 1 - Z/1024 if BOUNDED; and, with xf, xf <- float(x).
+template <bool BOUNDED, int SIGN>
+NOINLINE void lstm_update(const Cell& c, int64_t* __restrict__ x, const float* __restrict__ gate, int64_t gstride,
+                          const float* __restrict__ v, const int64_t* __restrict__ Z, float* __restrict__ xf) {
+  const int64_t B = c.B, H2 = c.H2;
+  for (int64_t b = 0; b < B; ++b) {
+    const float* __restrict__ w = gate + b * gstride;
+    const int64_t o = b * H2;
+    for (int64_t j = 0; j < H2; ++j) {
+      const int64_t u = o + j;
+      const float wu = BOUNDED ? c.weight(Z[u]) * w[j] : w[j];
+      const int64_t d = quantize(wu * v[u]);
+      x[u] = SIGN > 0 ? x[u] + d : x[u] - d;
+    }
+    if (xf)
+      for (int64_t j = 0; j < H2; ++j) xf[o + j] = to_float(x[o + j]);
+  }
+}
+
+template <int SIGN>
+void lstm_update(const Cell& c, int64_t* x, const float* gate, int64_t gstride, const float* v, const int64_t* Z,
+                 float* xf) {
+  if (c.bounded)
+    lstm_update<true, SIGN>(c, x, gate, gstride, v, Z, xf);
+  else
+    lstm_update<false, SIGN>(c, x, gate, gstride, v, Z, xf);
+}
+
 void lstm_half_forward(const Cell& c, CpuBuffer& buf, const Tensor& xp, const Tensor& wh, Scratch& s,
                        int64_t* h, int64_t* cs, float* hf_out, float* acts, float* left, int64_t skip) {
   const int64_t n = c.n(), H2 = c.H2, ns = (c.n_gates - 1) * H2, of = c.forget ? 2 * H2 : 0;
@@ -82,50 +136,56 @@ void lstm_half_forward(const Cell& c, CpuBuffer& buf, const Tensor& xp, const Te
   int64_t* Zh = Zc + n;
   float* zc = s.zf.data_ptr<float>();
   float* zh = s.zh.data_ptr<float>();
-  for (int64_t b = 0; b < c.B; ++b)
-    for (int64_t j = 0; j < H2; ++j) {
-      int64_t u = b * H2 + j;
-      if (acts) {
-        acts[(c.n_gates - 1) * n + 2 * n + u] = to_float(h[u]);
-        acts[(c.n_gates - 1) * n + 3 * n + u] = to_float(cs[u]);
-      }
-      if (c.forget) {  // fp = s[:, :2H2] * m + (1 - m), then Z = round(1024 fp)
-        zc[u] = sg[b * ns + j] * c.m + c.omm;
-        zh[u] = sg[b * ns + H2 + j] * c.m + c.omm;
-        Zc[u] = quantize_gate(zc[u], c.zero_guard);
-        Zh[u] = quantize_gate(zh[u], c.zero_guard);
-      }
-    }
-  if (c.forget) buf.mul(cs, Zc, zc, H2, 0, s.tmp.data_ptr<int64_t>());
-  float* cf = s.cf.data_ptr<float>();
-  for (int64_t b = 0; b < c.B; ++b)
-    for (int64_t j = 0; j < H2; ++j) {
-      int64_t u = b * H2 + j;
-      cs[u] += quantize(c.weigh(sg[b * ns + of + j], Zc[u]) * g[u]);  // + round(2^23 i g), i weighed if bounded
-      cf[u] = to_float(cs[u]);
-    }
+  if (acts) {
+    to_float_into(h, acts + (c.n_gates - 1) * n + 2 * n, n);
+    to_float_into(cs, acts + (c.n_gates - 1) * n + 3 * n, n);
+  }
+  if (c.forget) {
+    lstm_forget_gates(c, sg, zc, zh, Zc, Zh);
+    buf.mul(cs, Zc, zc, H2, 0, s.tmp.data_ptr<int64_t>());
+  }
+  lstm_update<1>(c, cs, sg + of, ns, g, Zc, s.cf.data_ptr<float>());  // + round(2^23 i g), i weighed if bounded
   at::tanh_out(s.tc, s.cf);
   const float* tc = s.tc.data_ptr<float>();
   if (c.forget) buf.mul(h, Zh, zh, H2, skip, s.tmp.data_ptr<int64_t>());
-  for (int64_t b = 0; b < c.B; ++b)
-    for (int64_t j = 0; j < H2; ++j) {
-      int64_t u = b * H2 + j;
-      h[u] += quantize(c.weigh(sg[b * ns + of + H2 + j], Zh[u]) * tc[u]);  // + round(2^23 o tanh(c))
-      hf_out[u] = to_float(h[u]);
-    }
+  lstm_update<1>(c, h, sg + of + H2, ns, tc, Zh, hf_out);  // + round(2^23 o tanh(c))
   if (acts) lstm_save(c, acts, s);
 }
 
-void gru_prepare(const Cell& c, Scratch& s, int64_t* Z, float* z) {
-  const int64_t H2 = c.H2;
-  const float* a = s.a.data_ptr<float>();
-  for (int64_t b = 0; b < c.B; ++b)
+template <bool FORGET>
+NOINLINE void gru_prepare_t(const Cell& c, const float* __restrict__ a, int64_t* __restrict__ Z,
+                            float* __restrict__ z) {
+  const int64_t B = c.B, H2 = c.H2;
+  const float m = c.m, omm = c.omm;
+  const bool zg = c.zero_guard;
+  for (int64_t b = 0; b < B; ++b)
     for (int64_t j = 0; j < H2; ++j) {
-      int64_t u = b * H2 + j;
-      float sz = a[b * 2 * H2 + j];
-      z[u] = c.forget ? sz * c.m + c.omm : sz;
-      Z[u] = c.forget ? quantize_gate(z[u], c.zero_guard) : FORGET_ONE;
+      const int64_t u = b * H2 + j;
+      const float sz = a[b * 2 * H2 + j];
+      const float zu = FORGET ? sz * m + omm : sz;
+      z[u] = zu;
+      Z[u] = FORGET ? quantize_gate(zu, zg) : FORGET_ONE;
     }
+}
+
+// The GRU's update gate and its quantisation: z = s_z m + (1 - m) (s_z without forgetting), Z = round(1024 z).
+void gru_prepare(const Cell& c, Scratch& s, int64_t* Z, float* z) {
+  if (c.forget)
+    gru_prepare_t<true>(c, s.a.data_ptr<float>(), Z, z);
+  else
+    gru_prepare_t<false>(c, s.a.data_ptr<float>(), Z, z);
+}
+
+// h <- h + SIGN round(2^23 (1 - z) g); and, with hf, hf <- float(h).
+template <int SIGN>
+NOINLINE void gru_update(int64_t n, int64_t* __restrict__ h, const float* __restrict__ z,
+                         const float* __restrict__ g, float* __restrict__ hf) {
+  for (int64_t u = 0; u < n; ++u) {
+    const int64_t d = quantize((1.0f - z[u]) * g[u]);
+    h[u] = SIGN > 0 ? h[u] + d : h[u] - d;
+  }
+  if (hf)
+    for (int64_t u = 0; u < n; ++u) hf[u] = to_float(h[u]);
 }
 
 // acts: [s (B x [z r]) | g | h_old], h_old written by the caller
@@ -150,10 +210,7 @@ void gru_half_forward(const Cell& c, CpuBuffer& buf, const Tensor& xp, const Ten
   gru_prepare(c, s, Z, z);
   if (acts) to_float_into(h, acts + 3 * n, n);
   if (c.forget) buf.mul(h, Z, z, c.H2, skip, s.tmp.data_ptr<int64_t>());
-  for (int64_t u = 0; u < n; ++u) {
-    h[u] += quantize((1.0f - z[u]) * g[u]);  // + round(2^23 (1 - z) g)
-    hf_out[u] = to_float(h[u]);
-  }
+  gru_update<1>(n, h, z, g, hf_out);  // + round(2^23 (1 - z) g)
   if (acts) gru_save(c, acts, s);
 }
 
@@ -171,17 +228,9 @@ void lstm_half_reverse(const Cell& c, CpuBuffer& buf, const Tensor& xp, const Te
   to_float_into(cs, s.cf.data_ptr<float>(), n);
   at::tanh_out(s.tc, s.cf);
   const float* tc = s.tc.data_ptr<float>();
-  for (int64_t b = 0; b < c.B; ++b)
-    for (int64_t j = 0; j < H2; ++j) {
-      int64_t u = b * H2 + j;
-      const float* row = sg + b * ns;
-      if (c.forget) {
-        Zc[u] = quantize_gate(row[j] * c.m + c.omm, c.zero_guard);
-        Zh[u] = quantize_gate(row[H2 + j] * c.m + c.omm, c.zero_guard);
-      }
-      h[u] -= quantize(c.weigh(row[of + H2 + j], Zh[u]) * tc[u]);  // undo h first: it was updated last
-      cs[u] -= quantize(c.weigh(row[of + j], Zc[u]) * g[u]);
-    }
+  if (c.forget) lstm_forget_gates(c, sg, s.zf.data_ptr<float>(), s.zh.data_ptr<float>(), Zc, Zh);
+  lstm_update<-1>(c, h, sg + of + H2, ns, tc, Zh, nullptr);  // undo h first: it was updated last
+  lstm_update<-1>(c, cs, sg + of, ns, g, Zc, nullptr);
   if (c.forget) {
     buf.div(h, Zh, H2, skip, s.tmp.data_ptr<int64_t>());
     if (restore)
@@ -210,7 +259,7 @@ void gru_half_reverse(const Cell& c, CpuBuffer& buf, const Tensor& xp, const Ten
   int64_t* Z = s.zi.data_ptr<int64_t>();
   float* z = s.zf.data_ptr<float>();
   gru_prepare(c, s, Z, z);
-  for (int64_t u = 0; u < n; ++u) h[u] -= quantize((1.0f - z[u]) * g[u]);
+  gru_update<-1>(n, h, z, g, nullptr);
   if (c.forget) {
     buf.div(h, Z, H2, skip, s.tmp.data_ptr<int64_t>());
     if (restore)
@@ -225,9 +274,60 @@ void gru_half_reverse(const Cell& c, CpuBuffer& buf, const Tensor& xp, const Ten
 
 // ---- local backward of one half-step: the per-unit formulas of rev_cell.h -------------------------
 
+template <bool FORGET, bool BOUNDED>
+NOINLINE void lstm_half_backward_t(const Cell& c, const float* __restrict__ acts, float* __restrict__ dh,
+                                   float* __restrict__ dc, float* __restrict__ ds, int64_t ds_stride) {
+  const Cell cc = c;  // a local copy: the stores below cannot change its fields
+  for (int64_t b = 0; b < cc.B; ++b)
+    for (int64_t j = 0; j < cc.H2; ++j) lstm_backward_unit_t<FORGET, BOUNDED>(cc, acts, b, j, dh, dc, ds, ds_stride);
+}
+
 void lstm_half_backward(const Cell& c, const float* acts, float* dh, float* dc, float* ds, int64_t ds_stride) {
-  for (int64_t b = 0; b < c.B; ++b)
-    for (int64_t j = 0; j < c.H2; ++j) lstm_backward_unit(c, acts, b, j, dh, dc, ds, ds_stride);
+  if (!c.forget)
+    lstm_half_backward_t<false, false>(c, acts, dh, dc, ds, ds_stride);
+  else if (c.bounded)
+    lstm_half_backward_t<true, true>(c, acts, dh, dc, ds, ds_stride);
+  else
+    lstm_half_backward_t<true, false>(c, acts, dh, dc, ds, ds_stride);
+}
+
+template <bool FORGET>
+NOINLINE void gru_half_backward_g_t(const Cell& c, const float* __restrict__ acts, const float* __restrict__ dh,
+                                    float* __restrict__ ds, int64_t ds_stride) {
+  const Cell cc = c;
+  for (int64_t b = 0; b < cc.B; ++b)
+    for (int64_t j = 0; j < cc.H2; ++j) gru_backward_g_unit_t<FORGET>(cc, acts, b, j, dh, ds, ds_stride);
+}
+
+template <bool FORGET>
+NOINLINE void gru_half_backward_zr_t(const Cell& c, const float* __restrict__ acts, const float* __restrict__ left,
+                                     const float* __restrict__ drh, float* __restrict__ dh, float* __restrict__ ds,
+                                     int64_t ds_stride) {
+  const Cell cc = c;
+  for (int64_t b = 0; b < cc.B; ++b)
+    for (int64_t j = 0; j < cc.H2; ++j) gru_backward_zr_unit_t<FORGET>(cc, acts, b, j, left, drh, dh, ds, ds_stride);
+}
+
+void gru_half_backward_g(const Cell& c, const float* acts, const float* dh, float* ds, int64_t ds_stride) {
+  if (c.forget)
+    gru_half_backward_g_t<true>(c, acts, dh, ds, ds_stride);
+  else
+    gru_half_backward_g_t<false>(c, acts, dh, ds, ds_stride);
+}
+
+void gru_half_backward_zr(const Cell& c, const float* acts, const float* left, const float* drh, float* dh, float* ds,
+                          int64_t ds_stride) {
+  if (c.forget)
+    gru_half_backward_zr_t<true>(c, acts, left, drh, dh, ds, ds_stride);
+  else
+    gru_half_backward_zr_t<false>(c, acts, left, drh, dh, ds, ds_stride);
+}
+
+NOINLINE void gru_add_drh_r(const Cell& c, const float* __restrict__ acts, const float* __restrict__ drh,
+                            float* __restrict__ dhb) {
+  const Cell cc = c;
+  for (int64_t b = 0; b < cc.B; ++b)
+    for (int64_t j = 0; j < cc.H2; ++j) add_drh_r_unit(cc, acts, b, j, drh, dhb);
 }
 
 // ---- the chunk loops ------------------------------------------------------------------------------
@@ -392,17 +492,13 @@ std::tuple<Tensor, Tensor> backward_chunk(int64_t kind, const Tensor& acts, cons
         Tensor dhb = ds[1 - half];
         const float* a = A + (half * K + t) * aw;
         const float* left = Lf + ((2 * half) * K + t) * n;
-        const float* rr = a;  // the sigmoids [z r] row by row
         float* dsx = dx + half * c.blk;
-        for (int64_t b = 0; b < B; ++b)
-          for (int64_t j = 0; j < H2; ++j) gru_backward_g_unit(c, a, b, j, dha, dsx, stride);
+        gru_half_backward_g(c, a, dha, dsx, stride);
         at::mm_out(drh, dxp.narrow(1, half * c.blk + 2 * H2, H2), whT[2 * half + 1]);
-        for (int64_t b = 0; b < B; ++b)
-          for (int64_t j = 0; j < H2; ++j) gru_backward_zr_unit(c, a, b, j, left, drh.data_ptr<float>(), dha, dsx, stride);
+        gru_half_backward_zr(c, a, left, drh.data_ptr<float>(), dha, dsx, stride);
         at::mm_out(mmo, dxp.narrow(1, half * c.blk, 2 * H2), whT[2 * half]);
         dhb.add_(mmo);
-        for (int64_t b = 0; b < B; ++b)
-          for (int64_t j = 0; j < H2; ++j) add_drh_r_unit(c, a, b, j, drh.data_ptr<float>(), dhb.data_ptr<float>());
+        gru_add_drh_r(c, a, drh.data_ptr<float>(), dhb.data_ptr<float>());
       }
     }
   }
