@@ -104,7 +104,7 @@ struct CpuBuffer {
         hp[u] = lossy ? floor_mul(hu, Zu) : (X - q * Zu) + (hu >> FORGET_BITS) * Zu;
       }
     }
-    const int64_t nn = n;
+    const int64_t nn = n;  // a local: the byte stores below may alias any member (uint8_t)
     int64_t p = meta[POS];
     if (p + nn > capacity) {  // never, with the host's reservation; refuse rather than write past it
       meta[OVERFLOW] = 1;

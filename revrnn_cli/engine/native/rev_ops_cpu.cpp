@@ -77,7 +77,9 @@ void lstm_save(const Cell& c, float* acts, const Scratch& s) {
 // their callers, the restrict qualifiers of their parameters are lost and the loops stay scalar.
 #define NOINLINE __attribute__((noinline))
 
-// The forget gates of a half, [f p] of the sigmoids' rows: z = s m + (1 - m), Z = round(1024 z).
+// The forget gates of a half, [f p] of the sigmoids' rows: z = s m + (1 - m), Z = round(1024 z); z
+// itself is kept only where the buffer's accounting needs it (KEEP_Z: the forward pass).
+template <bool KEEP_Z>
 NOINLINE void lstm_forget_gates(const Cell& c, const float* __restrict__ sg, float* __restrict__ zc,
                                 float* __restrict__ zh, int64_t* __restrict__ Zc, int64_t* __restrict__ Zh) {
   const int64_t B = c.B, H2 = c.H2, ns = (c.n_gates - 1) * H2;
@@ -88,8 +90,10 @@ NOINLINE void lstm_forget_gates(const Cell& c, const float* __restrict__ sg, flo
     const int64_t o = b * H2;
     for (int64_t j = 0; j < H2; ++j) {
       const float fc = row[j] * m + omm, fh = row[H2 + j] * m + omm;
-      zc[o + j] = fc;
-      zh[o + j] = fh;
+      if (KEEP_Z) {
+        zc[o + j] = fc;
+        zh[o + j] = fh;
+      }
       Zc[o + j] = quantize_gate(fc, zg);
       Zh[o + j] = quantize_gate(fh, zg);
     }
@@ -141,7 +145,7 @@ void lstm_half_forward(const Cell& c, CpuBuffer& buf, const Tensor& xp, const Te
     to_float_into(cs, acts + (c.n_gates - 1) * n + 3 * n, n);
   }
   if (c.forget) {
-    lstm_forget_gates(c, sg, zc, zh, Zc, Zh);
+    lstm_forget_gates<true>(c, sg, zc, zh, Zc, Zh);
     buf.mul(cs, Zc, zc, H2, 0, s.tmp.data_ptr<int64_t>());
   }
   lstm_update<1>(c, cs, sg + of, ns, g, Zc, s.cf.data_ptr<float>());  // + round(2^23 i g), i weighed if bounded
@@ -228,7 +232,7 @@ void lstm_half_reverse(const Cell& c, CpuBuffer& buf, const Tensor& xp, const Te
   to_float_into(cs, s.cf.data_ptr<float>(), n);
   at::tanh_out(s.tc, s.cf);
   const float* tc = s.tc.data_ptr<float>();
-  if (c.forget) lstm_forget_gates(c, sg, s.zf.data_ptr<float>(), s.zh.data_ptr<float>(), Zc, Zh);
+  if (c.forget) lstm_forget_gates<false>(c, sg, nullptr, nullptr, Zc, Zh);
   lstm_update<-1>(c, h, sg + of + H2, ns, tc, Zh, nullptr);  // undo h first: it was updated last
   lstm_update<-1>(c, cs, sg + of, ns, g, Zc, nullptr);
   if (c.forget) {
